@@ -1,0 +1,109 @@
+"""The application factory: all wiring (lifespan, dependencies, routers, CORS, errors) is here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from sync_service import __version__
+from sync_service.batcher import GroupCommitter
+from sync_service.config import Settings, load_settings
+from sync_service.database import create_pool, provide_connection, warm_up
+from sync_service.error_handlers import exception_handlers
+from sync_service.routes import health, webhooks
+from sync_service.webhook_receiver import WebhookReceiver
+from sync_service.webhook_signatures import SignatureVerifier
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the service. With no argument, settings come from the environment (uvicorn --factory)."""
+    settings = settings or load_settings()
+    if settings.database is None:
+        raise RuntimeError("create_app needs a database; `sync-service serve` starts an embedded one")
+    verifier = SignatureVerifier(settings.webhook_secrets)
+
+    @contextlib.asynccontextmanager
+    async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
+        assert settings.database is not None
+        pool = await create_pool(settings.database)
+        await warm_up(pool, min(settings.database.pool_size, 4))
+        committer = GroupCommitter(
+            pool,
+            batch_size=settings.ingest_batch_size,
+            queue_size=settings.ingest_queue_size,
+            writers=settings.ingest_writers,
+            timeout=settings.ingest_timeout_seconds,
+            acquire_timeout=settings.database.acquire_timeout,
+        )
+        await committer.start()
+        app.state.pool = pool
+        app.state.receiver = WebhookReceiver(
+            verifier=verifier,
+            committer=committer,
+            user_id_format=settings.user_id_format,
+            clock_skew=_seconds(settings.webhook_clock_skew_seconds),
+        )
+        try:
+            yield
+        finally:
+            await committer.close()
+            try:
+                await asyncio.wait_for(pool.close(), timeout=10)
+            except TimeoutError:
+                pool.terminate()
+
+    webhook_router = Router(
+        path="/webhooks",
+        route_handlers=[webhooks.receive_better_auth_webhook],
+        request_max_body_size=settings.webhook_max_body_bytes,
+        tags=["webhooks"],
+    )
+    health_router = Router(path="/health", route_handlers=[health.live, health.ready], tags=["health"])
+
+    return Litestar(
+        route_handlers=[webhook_router, health_router],
+        lifespan=[database_lifespan],
+        state=State({"settings": settings}),
+        dependencies={
+            "conn": Provide(provide_connection),
+            "receiver": Provide(_provide_receiver, sync_to_thread=False),
+        },
+        exception_handlers=exception_handlers(settings),
+        cors_config=_cors(settings),
+        openapi_config=OpenAPIConfig(title="sync-service", version=__version__),
+        request_max_body_size=settings.webhook_max_body_bytes,
+    )
+
+
+def _provide_receiver(state: State) -> WebhookReceiver:
+    receiver: WebhookReceiver = state.receiver
+    return receiver
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    if not settings.cors_allow_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_allow_origins),
+        allow_methods=["GET", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        allow_credentials=True,
+        max_age=600,
+    )
+
+
+def _seconds(value: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=value)

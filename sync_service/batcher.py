@@ -1,0 +1,129 @@
+"""Group commit: deliveries that arrive together are applied together, in one transaction.
+
+Requests put their delivery on a bounded queue and wait for the result of the commit that holds it.
+A few writer tasks each take whatever is queued (up to `batch_size`), apply it with the ingest core and
+hand each waiter its own result. While one batch waits on PostgreSQL, the next one fills up, so the
+batch size follows the load by itself and an idle service still answers a lone delivery at once.
+
+Backpressure: a full queue, or a delivery still uncommitted after `timeout`, is answered 503 with
+Retry-After instead of letting memory or latency grow. Nothing is acknowledged before its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+
+from sync_service.database import acquire, is_unavailable
+from sync_service.errors import DatabaseUnavailable, Overloaded, ServiceUnavailable
+from sync_service.events import Delivery
+from sync_service.ingest import Result, apply_batch
+
+log = logging.getLogger(__name__)
+
+BatchObserver = Callable[[int, float], None]
+_Waiter = asyncio.Future[Result | ServiceUnavailable]
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        batch_size: int,
+        queue_size: int,
+        writers: int,
+        timeout: float,
+        acquire_timeout: float,
+        apply: Callable[[asyncpg.Connection, Sequence[Delivery]], Awaitable[list[Result]]] = apply_batch,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        self._pool = pool
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[tuple[Delivery, _Waiter]] = asyncio.Queue(queue_size)
+        self._writer_count = writers
+        self._timeout = timeout
+        self._acquire_timeout = acquire_timeout
+        self._apply = apply
+        self._on_batch = on_batch
+        self._writers: list[asyncio.Task[None]] = []
+        self._accepting = False
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def start(self) -> None:
+        self._accepting = True
+        self._writers = [
+            asyncio.create_task(self._write_forever(), name=f"ingest-writer-{i}") for i in range(self._writer_count)
+        ]
+
+    async def close(self) -> None:
+        """Stop taking deliveries, commit everything already queued, then stop the writers."""
+        self._accepting = False
+        await self._queue.join()
+        for task in self._writers:
+            task.cancel()
+        for task in self._writers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._writers = []
+
+    async def submit(self, delivery: Delivery) -> Result:
+        """Wait for `delivery`'s commit and return its result; `ServiceUnavailable` when it cannot be."""
+        if not self._accepting:
+            raise Overloaded("shutting down")
+        waiter: _Waiter = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((delivery, waiter))
+        except asyncio.QueueFull:
+            raise Overloaded("ingest queue is full") from None
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(waiter), self._timeout)
+        except TimeoutError:
+            # It may still commit; the sender's retry will then be answered "duplicate".
+            raise Overloaded("timed out waiting for the commit") from None
+        if isinstance(outcome, ServiceUnavailable):
+            raise outcome
+        return outcome
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[tuple[Delivery, _Waiter]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcomes: Sequence[Result | ServiceUnavailable]
+        try:
+            async with acquire(self._pool, self._acquire_timeout) as conn:
+                outcomes = await self._apply(conn, [delivery for delivery, _ in batch])
+        except DatabaseUnavailable as exc:
+            outcomes = [exc] * len(batch)
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.warning("database failed during a batch", extra={"error": exc.__class__.__name__})
+            else:
+                log.exception("ingest batch failed", extra={"batch_size": len(batch)})
+            # Nothing was committed: every sender retries later. A bug must not acknowledge deliveries.
+            outcomes = [DatabaseUnavailable(exc.__class__.__name__)] * len(batch)
+        for (_, waiter), outcome in zip(batch, outcomes, strict=True):
+            if not waiter.done():
+                waiter.set_result(outcome)
+        if self._on_batch is not None:
+            self._on_batch(len(batch), loop.time() - started)

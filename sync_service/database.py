@@ -1,0 +1,115 @@
+"""The asyncpg pool: created and closed by a lifespan, one connection per request from a dependency.
+
+Also the one place that decides which database errors mean "PostgreSQL is unavailable, try later"
+(answered 503) as opposed to a bug or a bad value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
+
+import asyncpg
+from litestar.datastructures import State
+
+from sync_service.config import DatabaseSettings
+from sync_service.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Failures of the connection or the server, not of the statement: the same work can succeed later.
+_UNAVAILABLE = (
+    OSError,  # refused, reset, unreachable, DNS
+    TimeoutError,  # connect, acquire or command timeout
+    asyncpg.InterfaceError,  # connection closed under us, pool closing
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.exceptions.InsufficientResourcesError,  # 53xxx: too many connections, out of memory, disk full
+    asyncpg.exceptions.OperatorInterventionError,  # 57xxx: admin shutdown, cannot connect now, canceled
+    asyncpg.exceptions.TransactionRollbackError,  # 40xxx: serialization failure, deadlock
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a failover left us on a replica
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, _UNAVAILABLE)
+
+
+async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
+    """A pool that opens connections on demand, so the service starts (and reports not ready) while
+    PostgreSQL is down, and recovers by itself when it returns."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn=settings.asyncpg_dsn,
+        min_size=0,
+        max_size=settings.pool_size + settings.max_overflow,
+        max_inactive_connection_lifetime=settings.pool_recycle,
+        # PgBouncer in transaction mode cannot keep named prepared statements across transactions.
+        statement_cache_size=1024 if settings.statement_cache else 0,
+        command_timeout=settings.command_timeout,
+        timeout=settings.connect_timeout,
+        ssl=_ssl_for(settings.asyncpg_dsn),
+    )
+    return pool
+
+
+async def warm_up(pool: asyncpg.Pool, count: int) -> None:
+    """Open up to `count` connections now (DB_POOL_SIZE), best effort."""
+
+    async def _one() -> None:
+        async with pool.acquire():
+            await asyncio.sleep(0)
+
+    results = await asyncio.gather(*(_one() for _ in range(count)), return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        log.warning(
+            "database not reachable at startup; connections will be opened on demand",
+            extra={"error": failures[0].__class__.__name__},
+        )
+
+
+@contextlib.asynccontextmanager
+async def acquire(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from the pool; `DatabaseUnavailable` when none can be had."""
+    try:
+        conn_cm = pool.acquire(timeout=timeout)
+        conn = await conn_cm.__aenter__()
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailable(exc.__class__.__name__) from exc
+        raise
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(Exception):
+            await conn_cm.__aexit__(None, None, None)
+
+
+async def provide_connection(state: State) -> AsyncIterator[asyncpg.Connection]:
+    """Yield dependency: one pooled connection for the duration of a request."""
+    async with acquire(state.pool, state.settings.database.acquire_timeout) as conn:
+        yield conn
+
+
+async def run_unavailable_safe(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run database work, turning connection-level failures into `DatabaseUnavailable`."""
+    try:
+        return await work()
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailable(exc.__class__.__name__) from exc
+        raise
+
+
+def _ssl_for(dsn: str) -> ssl.SSLContext | None:
+    """asyncpg reads sslmode from the DSN itself; we only supply a system-CA context for verify-full
+    without a root certificate file, which libpq would otherwise require."""
+    if "sslmode=verify-full" in dsn and "sslrootcert=" not in dsn:
+        return ssl.create_default_context()
+    return None

@@ -1,0 +1,247 @@
+"""Webhook payloads: the envelope Better Auth sends, decoded strictly, and the seed's validation rules.
+
+`parse_delivery` turns verified bytes into a `Delivery`: either a valid user event, an event type we
+do not handle, or a rejection naming the field and the reason. Only a body that is not a JSON object
+at all raises (`MalformedBody`, answered 400); everything else is an outcome the ingest core records.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated
+
+import msgspec
+
+from sync_service.config import UserIdFormat
+from sync_service.errors import MalformedBody
+
+HANDLED_TYPES = frozenset({"user.created", "user.updated"})
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+# zod's default email pattern (Better Auth validates emails with zod), so what Better Auth accepts,
+# we accept; plus RFC 5321's length limits.
+_EMAIL = re.compile(
+    r"^(?!\.)(?!.*\.\.)[A-Za-z0-9_'+\-.]*[A-Za-z0-9_+-]@(?:[A-Za-z0-9][A-Za-z0-9\-]*\.)+[A-Za-z]{2,}$"
+)
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_OPAQUE_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+class Outcome(StrEnum):
+    """What happened to one delivery. The first four are acknowledged (2xx); the others are not."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    IGNORED = "ignored"
+    REJECTED = "rejected"
+    CONFLICT = "conflict"
+
+    @property
+    def acknowledged(self) -> bool:
+        return self in _ACKNOWLEDGED
+
+
+_ACKNOWLEDGED = frozenset({Outcome.APPLIED, Outcome.DUPLICATE, Outcome.STALE, Outcome.IGNORED})
+
+
+class Envelope(msgspec.Struct):
+    type: str
+    data: msgspec.Raw = msgspec.Raw(b"null")
+    timestamp: AwareDatetime | None = None
+
+
+class UserData(msgspec.Struct, rename="camel"):
+    """Better Auth's user row. Unknown fields (plugins add some, e.g. `role`) are ignored."""
+
+    id: str
+    email: str
+    email_verified: bool
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    name: str | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """A user as stored: the values an applied event writes."""
+
+    id: str
+    email: str
+    email_verified: bool
+    name: str | None
+    image: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One verified webhook message, ready for the ingest core.
+
+    Exactly one of `user` (a handled, valid event), `rejection` (a handled type that failed validation)
+    or neither (a type we ignore) is set.
+    """
+
+    message_id: str
+    event_type: str
+    event_timestamp: datetime | None
+    received_at: datetime
+    payload: str  # the JSON to store in the inbox (PostgreSQL-safe)
+    user_id: str | None
+    user: UserRow | None = None
+    rejection: Rejection | None = None
+
+
+def check_message_id(message_id: str) -> str:
+    if not _MESSAGE_ID.match(message_id):
+        raise MalformedBody("webhook-id must be 1-255 visible ASCII characters")
+    return message_id
+
+
+def parse_delivery(
+    message_id: str,
+    body: bytes,
+    *,
+    user_id_format: UserIdFormat,
+    clock_skew: timedelta,
+    received_at: datetime | None = None,
+) -> Delivery:
+    """Decode and validate one verified body. Raises `MalformedBody` only when it is not a JSON object."""
+    received_at = received_at or datetime.now(UTC)
+    if not body.lstrip()[:1] == b"{":
+        raise MalformedBody("body must be a JSON object")
+    try:
+        envelope = msgspec.json.decode(body, type=Envelope)
+    except msgspec.ValidationError as exc:
+        # Valid JSON object, wrong shape: kept in the inbox as rejected so operators can see it.
+        payload = _storable_payload(body)
+        event_type = _loose_type(body)
+        return Delivery(
+            message_id, event_type, None, received_at, payload, None,
+            rejection=_rejection_from(exc, prefix="$"),
+        )  # fmt: skip
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+
+    payload = _storable_payload(body)
+    if envelope.type not in HANDLED_TYPES:
+        return Delivery(message_id, _safe_type(envelope.type), envelope.timestamp, received_at, payload, None)
+
+    try:
+        data = msgspec.json.decode(envelope.data, type=UserData)
+    except msgspec.ValidationError as exc:
+        return Delivery(
+            message_id, envelope.type, envelope.timestamp, received_at, payload, _loose_user_id(envelope.data),
+            rejection=_rejection_from(exc, prefix="$.data"),
+        )  # fmt: skip
+
+    rejection = validate_user(data, user_id_format=user_id_format, clock_skew=clock_skew, now=received_at)
+    user_id = data.id if _storable(data.id) and len(data.id) <= 255 else None
+    if rejection is not None:
+        return Delivery(
+            message_id, envelope.type, envelope.timestamp, received_at, payload, user_id, rejection=rejection
+        )
+    user = UserRow(
+        data.id, data.email, data.email_verified, data.name, data.image, data.created_at, data.updated_at
+    )
+    return Delivery(message_id, envelope.type, envelope.timestamp, received_at, payload, user_id, user=user)
+
+
+def validate_user(
+    data: UserData, *, user_id_format: UserIdFormat, clock_skew: timedelta, now: datetime
+) -> Rejection | None:
+    """The seed's rules, plus what PostgreSQL cannot store. Returns the first problem found."""
+    if user_id_format == "uuid":
+        if not _UUID.match(data.id):
+            return Rejection("data.id", "must be a UUID (USER_ID_FORMAT=uuid)")
+    elif not _OPAQUE_ID.match(data.id):
+        return Rejection("data.id", "must be 1-255 characters of A-Z, a-z, 0-9, _ or - (USER_ID_FORMAT=opaque)")
+    if len(data.email) > 254 or not _EMAIL.match(data.email):
+        return Rejection("data.email", "is not a valid email address")
+    if data.created_at > now + clock_skew:
+        return Rejection("data.createdAt", "is in the future")
+    if data.updated_at < data.created_at:
+        return Rejection("data.updatedAt", "is earlier than createdAt")
+    for field, value in (("data.name", data.name), ("data.image", data.image)):
+        if value is not None and not _storable(value):
+            return Rejection(field, "contains a NUL character, which PostgreSQL cannot store")
+    return None
+
+
+def _storable(text: str) -> bool:
+    return "\x00" not in text
+
+
+def _storable_payload(body: bytes) -> str:
+    """The body as text for a jsonb column. jsonb cannot hold \\u0000, so such payloads are re-encoded
+    with NULs replaced; the event is rejected anyway, and the inbox still shows what arrived."""
+    text = body.decode()
+    if "\\u0000" not in text and "\\U0000" not in text:
+        return text
+    decoded = msgspec.json.decode(body)
+    return msgspec.json.encode(_replace_nul(decoded)).decode()
+
+
+def _replace_nul(value: object) -> object:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_replace_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_nul(k): _replace_nul(v) for k, v in value.items()}  # type: ignore[misc]
+    return value
+
+
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]*)`$")
+
+
+def _rejection_from(exc: msgspec.ValidationError, *, prefix: str) -> Rejection:
+    """msgspec says e.g. "Expected `str`, got `int` - at `$.email`"; name the field as the sender
+    spelled it (`data.email`) and keep the reason."""
+    reason, _, path = str(exc).rpartition(" - at `")
+    if not reason:
+        reason, path = str(exc), "$`"
+    path = prefix + path.rstrip("`").removeprefix("$")
+    if missing := _MISSING_FIELD.match(reason):
+        path, reason = f"{path}.{missing.group(1)}", "is required"
+    else:
+        reason = reason[:1].lower() + reason[1:]
+    return Rejection(path.removeprefix("$").removeprefix(".") or "body", reason)
+
+
+def _safe_type(event_type: str) -> str:
+    return event_type.replace("\x00", "\ufffd")[:200]
+
+
+def _loose_type(body: bytes) -> str:
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return "unknown"
+    kind = value.get("type") if isinstance(value, dict) else None
+    return _safe_type(kind) if isinstance(kind, str) else "unknown"
+
+
+def _loose_user_id(data: msgspec.Raw) -> str | None:
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    user_id = value.get("id") if isinstance(value, dict) else None
+    return user_id if isinstance(user_id, str) and _storable(user_id) and len(user_id) <= 255 else None

@@ -1,0 +1,41 @@
+"""GET /health/live and GET /health/ready."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from litestar import Response, get
+from litestar.datastructures import State
+
+from sync_service import sql
+from sync_service.database import is_unavailable
+from sync_service.migrations import expected_migration_ids
+
+
+@get("/live", summary="The process is up", security=[])
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/ready", summary="Database reachable and schema at head; 503 naming the reason if not", security=[])
+async def ready(state: State) -> Response[dict[str, Any]]:
+    pool: asyncpg.Pool = state.pool
+    try:
+        async with pool.acquire(timeout=state.settings.database.acquire_timeout) as conn:
+            try:
+                applied = {r[0] for r in await conn.fetch(sql.APPLIED_MIGRATIONS)}
+            except asyncpg.exceptions.UndefinedTableError:
+                applied = set()
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        return _not_ready("database unreachable")
+    missing = expected_migration_ids() - applied
+    if missing:
+        return _not_ready(f"migrations pending: {', '.join(sorted(missing))}")
+    return Response({"status": "ready"}, status_code=200)
+
+
+def _not_ready(reason: str) -> Response[dict[str, Any]]:
+    return Response({"status": "not ready", "reason": reason}, status_code=503, headers={"Retry-After": "5"})

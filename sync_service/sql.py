@@ -1,0 +1,91 @@
+"""Every SQL statement the service runs, as named constants, in one place.
+
+Batch statements take one array per column and `unnest` them, so a batch of any size is one round trip
+and one plan. Rows are sorted by key before they are sent, so concurrent batches lock in the same
+order and cannot deadlock each other.
+"""
+
+# --- ingest -----------------------------------------------------------------------------------------
+
+# Existing rows for the batch's user ids and emails, locked (in id order) until the batch commits, so
+# the ordering and email-ownership decisions made in Python hold when the writes land.
+LOCK_USERS = """
+SELECT id, email, email_verified, name, image, created_at, updated_at
+FROM users
+WHERE id = ANY($1::text[]) OR email = ANY($2::text[])
+ORDER BY id
+FOR UPDATE
+"""
+
+# Message ids already processed for good; `rejected` and `conflict` rows are evaluated again.
+FINISHED_MESSAGE_IDS = """
+SELECT message_id FROM webhook_events
+WHERE message_id = ANY($1::text[]) AND status IN ('applied', 'stale', 'ignored')
+"""
+
+# The newest state of each user the batch writes. The WHERE clause repeats the ordering rule in the
+# database so that a row inserted concurrently by another batch or process is never overwritten by an
+# older event; RETURNING tells the caller which rows were really written.
+UPSERT_USERS = """
+INSERT INTO users (id, email, email_verified, name, image, created_at, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::timestamptz[])
+ON CONFLICT (id) DO UPDATE SET
+    email = EXCLUDED.email,
+    email_verified = EXCLUDED.email_verified,
+    name = EXCLUDED.name,
+    image = EXCLUDED.image,
+    created_at = EXCLUDED.created_at,
+    updated_at = EXCLUDED.updated_at
+WHERE users.updated_at < EXCLUDED.updated_at
+   OR (users.updated_at = EXCLUDED.updated_at
+       AND (users.email, users.email_verified, users.name, users.image, users.created_at)
+           IS DISTINCT FROM
+           (EXCLUDED.email, EXCLUDED.email_verified, EXCLUDED.name, EXCLUDED.image, EXCLUDED.created_at))
+RETURNING id
+"""
+
+# One inbox row per evaluated delivery. A row that already ended for good is left alone (the caller
+# reports that message as a duplicate: another batch finished it first); a rejected or conflicting one
+# is evaluated again and overwritten.
+RECORD_EVENTS = """
+INSERT INTO webhook_events (message_id, event_type, user_id, event_timestamp, received_at, status, error,
+                            payload)
+SELECT m, t, u, ts, r, s, e, p::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[],
+            $7::text[], $8::text[]) AS x(m, t, u, ts, r, s, e, p)
+ON CONFLICT (message_id) DO UPDATE SET
+    event_type = EXCLUDED.event_type,
+    user_id = EXCLUDED.user_id,
+    event_timestamp = EXCLUDED.event_timestamp,
+    status = EXCLUDED.status,
+    error = EXCLUDED.error,
+    payload = EXCLUDED.payload,
+    processed_at = now(),
+    attempts = webhook_events.attempts + 1
+WHERE webhook_events.status IN ('rejected', 'conflict')
+RETURNING message_id
+"""
+
+# --- users API --------------------------------------------------------------------------------------
+
+SELECT_USER = """
+SELECT id, email, email_verified, name, image, created_at, updated_at FROM users WHERE id = $1
+"""
+
+# --- operations -------------------------------------------------------------------------------------
+
+SELECT_ONE = "SELECT 1"
+
+APPLIED_MIGRATIONS = "SELECT migration_id FROM _yoyo_migration"
+
+COUNT_WAITING_EVENTS = """
+SELECT status, count(*) FROM webhook_events WHERE status IN ('rejected', 'conflict') GROUP BY status
+"""
+
+PRUNE_EVENTS = """
+WITH doomed AS (
+    SELECT message_id FROM webhook_events WHERE received_at < $1 ORDER BY received_at LIMIT $2
+)
+DELETE FROM webhook_events w USING doomed d WHERE w.message_id = d.message_id
+"""

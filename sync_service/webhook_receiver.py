@@ -1,0 +1,21 @@
+"""What the webhook route needs, built once at startup: the verifier, the committer, the rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sync_service.batcher import GroupCommitter
+from sync_service.config import UserIdFormat
+from sync_service.events import Outcome
+from sync_service.webhook_signatures import SignatureVerifier
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReceiver:
+    verifier: SignatureVerifier
+    committer: GroupCommitter
+    user_id_format: UserIdFormat
+    clock_skew: timedelta
+    observe: Callable[[str, Outcome, float], None] = field(default=lambda _type, _outcome, _seconds: None)

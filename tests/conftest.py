@@ -1,0 +1,115 @@
+"""Shared fixtures: a real PostgreSQL, a throwaway database per run, the service on a loopback port.
+
+PostgreSQL comes from, in order: TEST_DATABASE_URL (a server we may create databases on); a
+testcontainers PostgreSQL where a Docker engine answers; an embedded PostgreSQL (pgserver wheel).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import psycopg
+import pytest
+
+from sync_service import migrations
+from tests.support import ServiceUnderTest, make_settings, start_service
+
+pytest_plugins: list[str] = []
+
+
+def _server_url() -> Iterator[str]:
+    if url := os.environ.get("TEST_DATABASE_URL", "").strip():
+        yield url
+        return
+    container = _try_testcontainers()
+    if container is not None:
+        try:
+            yield container.get_connection_url()
+        finally:
+            container.stop()
+        return
+    try:
+        import pgserver
+    except ImportError:
+        pytest.exit("no PostgreSQL for tests: set TEST_DATABASE_URL, start Docker, or install pgserver", 2)
+    with tempfile.TemporaryDirectory(prefix="sync-service-pg-") as data_dir:
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def _try_testcontainers():  # type: ignore[no-untyped-def]
+    try:
+        from docker.errors import DockerException
+    except ImportError:
+        return None
+    try:
+        try:
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:
+            from testcontainers.postgres import PostgresContainer
+        container = PostgresContainer("postgres:16-alpine", driver=None)
+        container.start()
+    except (DockerException, OSError, ImportError):
+        return None
+    except Exception as exc:  # e.g. requests' ConnectionError when the socket exists but nothing answers
+        if "docker" in type(exc).__module__ or "requests" in type(exc).__module__:
+            return None
+        raise
+    return container
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    yield from _server_url()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database for this run, with migrations applied; dropped afterwards."""
+    name = f"sync_service_test_{secrets.token_hex(4)}"
+    admin = _with_database(postgres_server_url, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(postgres_server_url, name)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url(database_url: str) -> str:
+    migrations.apply(make_settings(database_url).database.yoyo_url)  # type: ignore[union-attr]
+    return database_url
+
+
+@pytest.fixture
+async def db(migrated_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test database with empty tables."""
+    conn = await asyncpg.connect(migrated_database_url)
+    await conn.execute("TRUNCATE users, webhook_events")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def service(migrated_database_url: str, db: asyncpg.Connection) -> Iterator[ServiceUnderTest]:
+    """The service on a loopback port, default settings, empty tables."""
+    with start_service(make_settings(migrated_database_url)) as running:
+        yield running
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))

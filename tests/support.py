@@ -1,0 +1,146 @@
+"""Test helpers: settings, the service on a real loopback socket, signed deliveries (svix's signer)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import msgspec
+import uvicorn
+from svix.webhooks import Webhook
+
+from sync_service.app import create_app
+from sync_service.config import Settings, load_settings
+
+# Two valid secrets (24 and 32 random bytes, base64), for rotation tests.
+SECRET = "whsec_wEI3M3vAYjZHYziLgtZJruB7Kml+T+AS"
+SECRET_2 = "whsec_QDyi+na7I5taWmuHuY4vhIazBdiBX23MChMBBBIrTXg="
+
+
+def make_settings(database_url: str, **env: str) -> Settings:
+    base = {
+        "DATABASE_URL": database_url,
+        "WEBHOOK_SECRET": SECRET,
+        "DB_POOL_SIZE": "2",
+        "DB_MAX_OVERFLOW": "4",
+        "LOG_LEVEL": "WARNING",
+    }
+    base.update(env)
+    return load_settings(environ=base, env_file=None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServiceUnderTest:
+    base_url: str
+    settings: Settings
+    server: uvicorn.Server
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=30, **kwargs)
+
+
+@contextlib.contextmanager
+def start_service(settings: Settings) -> Iterator[ServiceUnderTest]:
+    """Run the app under uvicorn in a thread (its own event loop) on a free loopback port."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on", server_header=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("service did not start")
+        time.sleep(0.01)
+    try:
+        yield ServiceUnderTest(f"http://127.0.0.1:{port}", settings, server)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def iso(moment: datetime) -> str:
+    """Better Auth's date format: UTC, milliseconds, Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def user_data(
+    *,
+    user_id: str | None = None,
+    email: str | None = None,
+    name: str | None = "Alice",
+    created: datetime | None = None,
+    updated: datetime | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    user_id = user_id or str(uuid.uuid4())
+    created = created or datetime.now(UTC) - timedelta(minutes=1)
+    data: dict[str, Any] = {
+        "id": user_id,
+        "email": email or f"{user_id[:8]}@example.com",
+        "emailVerified": False,
+        "name": name,
+        "createdAt": iso(created),
+        "updatedAt": iso(updated or created),
+    }
+    data.update(extra)
+    return data
+
+
+def envelope(data: Any, event_type: str = "user.created") -> dict[str, Any]:
+    return {"type": event_type, "timestamp": iso(datetime.now(UTC)), "data": data}
+
+
+def signed_headers(
+    body: bytes,
+    *,
+    message_id: str | None = None,
+    secrets: tuple[str, ...] = (SECRET,),
+    prefix: str = "webhook",
+    timestamp: datetime | None = None,
+) -> dict[str, str]:
+    """Headers as Better Auth's hook sends them, signed by svix's own signer (one signature per secret)."""
+    message_id = message_id or f"msg_{uuid.uuid4().hex}"
+    when = timestamp or datetime.now(UTC)
+    signature = " ".join(Webhook(s).sign(message_id, when, body.decode()) for s in secrets)
+    return {
+        f"{prefix}-id": message_id,
+        f"{prefix}-timestamp": str(int(when.timestamp())),
+        f"{prefix}-signature": signature,
+        "content-type": "application/json",
+    }
+
+
+def encode(payload: Any) -> bytes:
+    return msgspec.json.encode(payload)
+
+
+async def deliver(
+    client: httpx.AsyncClient,
+    payload: Any,
+    *,
+    message_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **sign_kwargs: Any,
+) -> httpx.Response:
+    body = payload if isinstance(payload, bytes) else encode(payload)
+    all_headers = signed_headers(body, message_id=message_id, **sign_kwargs)
+    all_headers.update(headers or {})
+    return await client.post("/webhooks/better-auth", content=body, headers=all_headers)
