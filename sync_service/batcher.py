@@ -60,7 +60,8 @@ class GroupCommitter:
     async def start(self) -> None:
         self._accepting = True
         self._writers = [
-            asyncio.create_task(self._write_forever(), name=f"ingest-writer-{i}") for i in range(self._writer_count)
+            asyncio.create_task(self._write_forever(), name=f"ingest-writer-{i}")
+            for i in range(self._writer_count)
         ]
 
     async def close(self) -> None:

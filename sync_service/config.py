@@ -123,7 +123,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     return Settings(
         database=parse_database_url(database_url, env) if database_url else None,
         webhook_secrets=parse_webhook_secrets(env.get("WEBHOOK_SECRET", "")),
-        webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", 262_144, minimum=1_024, maximum=10_485_760),
+        webhook_max_body_bytes=_int(
+            env, "WEBHOOK_MAX_BODY_BYTES", 262_144, minimum=1_024, maximum=10_485_760
+        ),
         webhook_clock_skew_seconds=_float(env, "WEBHOOK_CLOCK_SKEW_SECONDS", 300.0, minimum=0),
         user_id_format=_choice(env, "USER_ID_FORMAT", ("uuid", "opaque"), "uuid"),  # type: ignore[arg-type]
         better_auth_url=better_auth_url,
@@ -134,7 +136,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         jwt_algorithms=_jwt_algorithms(env),
         jwt_leeway_seconds=_float(env, "JWT_LEEWAY_SECONDS", 30.0, minimum=0, maximum=3600),
         cors_allow_origins=_origins(env),
-        log_level=_choice(env, "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO", upper=True),
+        log_level=_choice(
+            env, "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO", upper=True
+        ),
         ingest_batch_size=_int(env, "INGEST_BATCH_SIZE", 256, minimum=1, maximum=5_000),
         ingest_queue_size=_int(env, "INGEST_QUEUE_SIZE", 4_096, minimum=1, maximum=1_000_000),
         ingest_writers=_int(env, "INGEST_WRITERS", 2, minimum=1, maximum=16),
@@ -175,7 +179,9 @@ def parse_database_url(url: str, env: Mapping[str, str]) -> DatabaseSettings:
         raise ConfigError("DATABASE_URL", "is not a valid URL") from None
     scheme = parts.scheme.lower()
     if scheme not in _ACCEPTED_SCHEMES:
-        raise ConfigError("DATABASE_URL", "must start with postgresql://, postgres:// or postgresql+asyncpg://")
+        raise ConfigError(
+            "DATABASE_URL", "must start with postgresql://, postgres:// or postgresql+asyncpg://"
+        )
     if not parts.hostname and "host" not in dict(parse_qsl(parts.query)):
         raise ConfigError("DATABASE_URL", "has no host")
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -253,7 +259,9 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
     for token in (t for t in re.split(r"[\s,]+", env.get("CORS_ALLOW_ORIGINS", "").strip()) if t):
         parts = urlsplit(token)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-            raise ConfigError("CORS_ALLOW_ORIGINS", f"{token!r} is not an origin like https://app.example.com")
+            raise ConfigError(
+                "CORS_ALLOW_ORIGINS", f"{token!r} is not an origin like https://app.example.com"
+            )
         origins.append(f"{parts.scheme}://{parts.netloc}")
     return tuple(origins)
 

@@ -10,8 +10,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
 import asyncpg
 from litestar.datastructures import State
@@ -20,7 +19,6 @@ from sync_service.config import DatabaseSettings
 from sync_service.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Failures of the connection or the server, not of the statement: the same work can succeed later.
 _UNAVAILABLE = (
@@ -75,11 +73,10 @@ async def warm_up(pool: asyncpg.Pool, count: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def acquire(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncpg.Connection]:
-    """A connection from the pool; `DatabaseUnavailable` when none can be had."""
+async def acquire(pool: asyncpg.Pool, wait_seconds: float) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from the pool; `DatabaseUnavailable` when none can be had in `wait_seconds`."""
     try:
-        conn_cm = pool.acquire(timeout=timeout)
-        conn = await conn_cm.__aenter__()
+        conn = await pool.acquire(timeout=wait_seconds)
     except Exception as exc:
         if is_unavailable(exc):
             raise DatabaseUnavailable(exc.__class__.__name__) from exc
@@ -87,24 +84,15 @@ async def acquire(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncpg.C
     try:
         yield conn
     finally:
+        # release() resets the session; if the connection broke, the pool discards it and reconnects later.
         with contextlib.suppress(Exception):
-            await conn_cm.__aexit__(None, None, None)
+            await pool.release(conn)
 
 
 async def provide_connection(state: State) -> AsyncIterator[asyncpg.Connection]:
     """Yield dependency: one pooled connection for the duration of a request."""
     async with acquire(state.pool, state.settings.database.acquire_timeout) as conn:
         yield conn
-
-
-async def run_unavailable_safe(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run database work, turning connection-level failures into `DatabaseUnavailable`."""
-    try:
-        return await work()
-    except Exception as exc:
-        if is_unavailable(exc):
-            raise DatabaseUnavailable(exc.__class__.__name__) from exc
-        raise
 
 
 def _ssl_for(dsn: str) -> ssl.SSLContext | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from litestar import Request, Response
@@ -18,7 +18,7 @@ log = logging.getLogger("sync_service.errors")
 Handler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
 
 
-def exception_handlers(settings: Settings) -> Mapping[type[Exception] | int, Handler]:
+def exception_handlers(settings: Settings) -> MutableMapping[int | type[Exception], Handler]:
     retry_after = {"Retry-After": str(settings.retry_after_seconds)}
 
     def client_error(_: Request[Any, Any, Any], exc: ClientError) -> Response[Any]:

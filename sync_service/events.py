@@ -146,10 +146,11 @@ def parse_delivery(
     try:
         data = msgspec.json.decode(envelope.data, type=UserData)
     except msgspec.ValidationError as exc:
+        bad_shape = _rejection_from(exc, prefix="$.data")
+        loose_id = _loose_user_id(envelope.data)
         return Delivery(
-            message_id, envelope.type, envelope.timestamp, received_at, payload, _loose_user_id(envelope.data),
-            rejection=_rejection_from(exc, prefix="$.data"),
-        )  # fmt: skip
+            message_id, envelope.type, envelope.timestamp, received_at, payload, loose_id, rejection=bad_shape
+        )
 
     rejection = validate_user(data, user_id_format=user_id_format, clock_skew=clock_skew, now=received_at)
     user_id = data.id if _storable(data.id) and len(data.id) <= 255 else None
@@ -171,7 +172,9 @@ def validate_user(
         if not _UUID.match(data.id):
             return Rejection("data.id", "must be a UUID (USER_ID_FORMAT=uuid)")
     elif not _OPAQUE_ID.match(data.id):
-        return Rejection("data.id", "must be 1-255 characters of A-Z, a-z, 0-9, _ or - (USER_ID_FORMAT=opaque)")
+        return Rejection(
+            "data.id", "must be 1-255 characters of A-Z, a-z, 0-9, _ or - (USER_ID_FORMAT=opaque)"
+        )
     if len(data.email) > 254 or not _EMAIL.match(data.email):
         return Rejection("data.email", "is not a valid email address")
     if data.created_at > now + clock_skew:
@@ -204,7 +207,7 @@ def _replace_nul(value: object) -> object:
     if isinstance(value, list):
         return [_replace_nul(v) for v in value]
     if isinstance(value, dict):
-        return {_replace_nul(k): _replace_nul(v) for k, v in value.items()}  # type: ignore[misc]
+        return {_replace_nul(k): _replace_nul(v) for k, v in value.items()}
     return value
 
 

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from yoyo import get_backend, read_migrations
@@ -75,7 +76,7 @@ def status(yoyo_url: str) -> list[MigrationStatus]:
 
 
 @contextlib.contextmanager
-def _backend(yoyo_url: str) -> Iterator[object]:
+def _backend(yoyo_url: str) -> Iterator[Any]:
     try:
         backend = get_backend(yoyo_url)
     except psycopg.Error as exc:
@@ -85,7 +86,7 @@ def _backend(yoyo_url: str) -> Iterator[object]:
 
 
 @contextlib.contextmanager
-def _locked_backend(yoyo_url: str) -> Iterator[object]:
+def _locked_backend(yoyo_url: str) -> Iterator[Any]:
     libpq_url = yoyo_url.replace("postgresql+psycopg://", "postgresql://", 1)
     try:
         lock_conn = psycopg.connect(libpq_url, autocommit=True)
@@ -94,7 +95,7 @@ def _locked_backend(yoyo_url: str) -> Iterator[object]:
     with lock_conn:
         lock_conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
         try:
-            with _backend(yoyo_url) as backend, backend.lock():  # type: ignore[attr-defined]
+            with _backend(yoyo_url) as backend, backend.lock():
                 yield backend
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))

@@ -90,11 +90,11 @@ def user_data(
     updated: datetime | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    user_id = user_id or str(uuid.uuid4())
+    user_id = str(uuid.uuid4()) if user_id is None else user_id
     created = created or datetime.now(UTC) - timedelta(minutes=1)
     data: dict[str, Any] = {
         "id": user_id,
-        "email": email or f"{user_id[:8]}@example.com",
+        "email": email or f"{user_id[:8] or 'empty'}@example.com",
         "emailVerified": False,
         "name": name,
         "createdAt": iso(created),
