@@ -116,7 +116,8 @@ def test_status_column_only_takes_known_outcomes(empty_database_url: str) -> Non
     migrations.apply(_yoyo(empty_database_url))
     with psycopg.connect(empty_database_url) as conn, pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
-            "INSERT INTO webhook_events (message_id, event_type, status, payload) VALUES ('m', 't', 'bogus', '{}')"
+            "INSERT INTO webhook_events (message_id, event_type, status, payload) "
+            "VALUES ('m', 't', 'bogus', '{}')"
         )
 
 
