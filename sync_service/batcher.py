@@ -85,9 +85,11 @@ class GroupCommitter:
         except asyncio.QueueFull:
             raise Overloaded("ingest queue is full") from None
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(waiter), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                outcome = await waiter
         except TimeoutError:
-            # It may still commit; the sender's retry will then be answered "duplicate".
+            # The writer skips a cancelled waiter. The delivery may still commit; the sender's retry is
+            # then answered "duplicate".
             raise Overloaded("timed out waiting for the commit") from None
         if isinstance(outcome, ServiceUnavailable):
             raise outcome

@@ -1,0 +1,185 @@
+"""The ingest core and group commit: a batch ends exactly as if its deliveries had come one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from sync_service.events import Delivery, parse_delivery
+from sync_service.ingest import apply_batch
+from tests.support import deliver, encode, envelope, iso, make_settings, start_service, user_data
+
+BASE = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+
+def _delivery(message_id: str, payload: Any, user_id_format: str = "uuid") -> Delivery:
+    return parse_delivery(
+        message_id,
+        encode(payload),
+        user_id_format=user_id_format,  # type: ignore[arg-type]
+        clock_skew=timedelta(minutes=5),
+        received_at=datetime.now(UTC),
+    )
+
+
+async def _reset(db: asyncpg.Connection) -> None:
+    await db.execute("DELETE FROM users; DELETE FROM webhook_events")
+
+
+async def _state(db: asyncpg.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    users = await db.fetch("SELECT * FROM users ORDER BY id")
+    events = await db.fetch("SELECT message_id, status, error FROM webhook_events ORDER BY message_id")
+    return [tuple(r) for r in users], [tuple(r) for r in events]
+
+
+def _random_stream(rng: random.Random, size: int) -> list[Delivery]:
+    """Deliveries over few users, emails and message ids, so every rule meets every other one."""
+    user_ids = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(4)]
+    emails = [f"e{i}@example.com" for i in range(5)]
+    deliveries = []
+    for _ in range(size):
+        message_id = f"m{rng.randrange(size)}"  # repeats: duplicates and retries
+        kind = rng.random()
+        data = {
+            "id": rng.choice(user_ids),
+            "email": rng.choice(emails),
+            "emailVerified": rng.random() < 0.5,
+            "name": rng.choice(["A", "B", None]),
+            "createdAt": iso(BASE),
+            "updatedAt": iso(BASE + timedelta(seconds=rng.randrange(6))),  # ties happen
+        }
+        if kind < 0.1:
+            payload: Any = envelope(data, "user.deleted")
+        elif kind < 0.2:
+            payload = envelope({**data, "email": "not an email"})
+        else:
+            payload = envelope(data, rng.choice(["user.created", "user.updated"]))
+        deliveries.append(_delivery(message_id, payload))
+    return deliveries
+
+
+async def test_random_batches_equal_one_by_one(migrated_database_url: str, db: asyncpg.Connection) -> None:
+    rng = random.Random(20261127)
+    conn = await asyncpg.connect(migrated_database_url)
+    try:
+        for _ in range(40):
+            stream = _random_stream(rng, rng.randrange(2, 30))
+            await _reset(db)
+            batched = [r.outcome for r in await apply_batch(conn, stream)]
+            batched_state = await _state(db)
+            await _reset(db)
+            one_by_one = [(await apply_batch(conn, [d]))[0].outcome for d in stream]
+            assert batched == one_by_one
+            assert batched_state == await _state(db)
+    finally:
+        await conn.close()
+
+
+async def test_one_bad_value_does_not_fail_the_batch(
+    migrated_database_url: str, db: asyncpg.Connection
+) -> None:
+    """A value PostgreSQL refuses (here: jsonb cannot hold a number this large) fails only its delivery."""
+    good = [_delivery(f"good{i}", envelope(user_data())) for i in range(3)]
+    huge = _delivery("huge", envelope(user_data(score=1e308)))
+    huge = Delivery(**{**_fields(huge), "payload": huge.payload.replace("1e308", "1e999999")})
+    conn = await asyncpg.connect(migrated_database_url)
+    try:
+        results = await apply_batch(conn, [good[0], huge, good[1], good[2]])
+    finally:
+        await conn.close()
+    assert [r.outcome.value for r in results] == ["applied", "rejected", "applied", "applied"]
+    assert await db.fetchval("SELECT count(*) FROM users") == 3
+    assert await db.fetchval("SELECT status FROM webhook_events WHERE message_id = 'huge'") == "rejected"
+
+
+def _fields(delivery: Delivery) -> dict[str, Any]:
+    return {name: getattr(delivery, name) for name in delivery.__slots__}  # type: ignore[attr-defined]
+
+
+async def test_concurrent_deliveries_in_one_group_commit_get_their_own_answers(
+    migrated_database_url: str, db: asyncpg.Connection
+) -> None:
+    """Duplicates, several updates of one user and an invalid event held back into one batch."""
+    created = BASE
+    alice = user_data(created=created, name="v0")
+    updates = [
+        {**alice, "name": f"v{i}", "updatedAt": iso(created + timedelta(seconds=i))} for i in (1, 3, 2)
+    ]
+    bob = user_data(email=alice["email"], created=created)  # wants Alice's email: 409
+    invalid = {**user_data(), "email": "nope"}
+    plan: list[tuple[str, dict[str, Any], str, int]] = [
+        ("a0", envelope(alice), "applied", 200),
+        ("a1", envelope(updates[0], "user.updated"), "applied", 200),
+        ("a3", envelope(updates[1], "user.updated"), "applied", 200),
+        ("a2", envelope(updates[2], "user.updated"), "stale", 200),
+        ("a0", envelope(alice), "duplicate", 200),
+        ("bad", envelope(invalid), "rejected", 422),
+        ("bob", envelope(bob), "conflict", 409),
+        ("del", envelope(alice, "user.deleted"), "ignored", 200),
+    ]
+    settings = make_settings(migrated_database_url, INGEST_WRITERS="1", INGEST_BATCH_SIZE="64")
+    blocker = await asyncpg.connect(migrated_database_url)
+    try:
+        with start_service(settings) as service:
+            async with service.client() as client:
+                # Hold the writer's first batch behind a lock so everything below queues into one batch.
+                lock = blocker.transaction()
+                await lock.start()
+                await blocker.execute("LOCK TABLE webhook_events IN ACCESS EXCLUSIVE MODE")
+                warmup = asyncio.create_task(deliver(client, envelope(user_data())))
+                await asyncio.sleep(0.3)
+                tasks = []
+                for message_id, payload, _, _ in plan:
+                    tasks.append(asyncio.create_task(deliver(client, payload, message_id=message_id)))
+                    await asyncio.sleep(0.02)  # keep arrival order
+                await asyncio.sleep(0.3)
+                await lock.rollback()
+                assert (await warmup).status_code == 200
+                answers = await asyncio.gather(*tasks)
+    finally:
+        await blocker.close()
+    for (message_id, _, outcome, status), answer in zip(plan, answers, strict=True):
+        assert answer.status_code == status, message_id
+        body = answer.json()
+        assert body.get("status", body.get("extra", {}).get("status")) == outcome, message_id
+    row = await db.fetchrow("SELECT name, email FROM users WHERE id = $1", alice["id"])
+    assert row is not None
+    assert tuple(row) == ("v3", alice["email"])
+    assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", bob["id"]) == 0
+    statuses = dict(await db.fetch("SELECT message_id, status FROM webhook_events"))
+    assert {k: statuses[k] for k in ("a0", "a1", "a2", "a3", "bad", "bob", "del")} == {
+        "a0": "applied",
+        "a1": "applied",
+        "a2": "stale",
+        "a3": "applied",
+        "bad": "rejected",
+        "bob": "conflict",
+        "del": "ignored",
+    }
+
+
+async def test_two_connections_racing_on_new_users_keep_the_newest(
+    migrated_database_url: str, db: asyncpg.Connection
+) -> None:
+    """Batches on different connections (two processes) inserting the same new users concurrently."""
+    users = [user_data(created=BASE) for _ in range(20)]
+    older = [_delivery(f"old{i}", envelope(u)) for i, u in enumerate(users)]
+    newer = [
+        _delivery(f"new{i}", envelope({**u, "name": "newer", "updatedAt": iso(BASE + timedelta(seconds=1))}))
+        for i, u in enumerate(users)
+    ]
+    first, second = await asyncpg.connect(migrated_database_url), await asyncpg.connect(migrated_database_url)
+    try:
+        results = await asyncio.gather(apply_batch(first, older), apply_batch(second, newer[::-1]))
+    finally:
+        await first.close()
+        await second.close()
+    assert {r.outcome.value for r in results[1]} == {"applied"}
+    assert {r.outcome.value for r in results[0]} <= {"applied", "stale"}
+    names = {r["name"] for r in await db.fetch("SELECT name FROM users")}
+    assert names == {"newer"}
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 40
