@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,44 +28,58 @@ def _server_url() -> Iterator[str]:
     if url := os.environ.get("TEST_DATABASE_URL", "").strip():
         yield url
         return
-    container = _try_testcontainers()
-    if container is not None:
-        try:
-            yield container.get_connection_url()
-        finally:
-            container.stop()
+    if _docker_answers():
+        yield from _testcontainers_url()
         return
-    try:
-        import pgserver
-    except ImportError:
-        pytest.exit("no PostgreSQL for tests: set TEST_DATABASE_URL, start Docker, or install pgserver", 2)
-    with tempfile.TemporaryDirectory(prefix="sync-service-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    with tempfile.TemporaryDirectory(prefix="sync-service-pg-") as data_dir, warnings.catch_warnings():
+        # platformdirs (under pgserver) warns when XDG_RUNTIME_DIR is unset, as in CI shells: harmless.
+        warnings.simplefilter("ignore")
+        try:
+            from pgserver import get_server
+        except ImportError:
+            pytest.exit(
+                "no PostgreSQL for tests: set TEST_DATABASE_URL, start Docker, or install pgserver", 2
+            )
+        server = get_server(data_dir, cleanup_mode="stop")
         try:
             yield server.get_uri()
         finally:
             server.cleanup()
 
 
-def _try_testcontainers():  # type: ignore[no-untyped-def]
+def _docker_answers() -> bool:
+    """Whether a Docker engine answers /_ping (the CLI alone, without an engine, is not enough)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
-        from docker.errors import DockerException
+        if host.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: str | tuple[str, int] = host.removeprefix("unix://")
+        elif host.startswith("tcp://"):
+            parts = urlsplit(host)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            address = (parts.hostname or "127.0.0.1", parts.port or 2375)
+        else:
+            return False
+        with sock:
+            sock.settimeout(2)
+            sock.connect(address)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b"OK" in sock.recv(1024)
+    except OSError:
+        return False
+
+
+def _testcontainers_url() -> Iterator[str]:
+    try:
+        from testcontainers.community.postgres import PostgresContainer
     except ImportError:
-        return None
+        from testcontainers.postgres import PostgresContainer
+    container = PostgresContainer("postgres:16-alpine", driver=None)
+    container.start()
     try:
-        try:
-            from testcontainers.community.postgres import PostgresContainer
-        except ImportError:
-            from testcontainers.postgres import PostgresContainer
-        container = PostgresContainer("postgres:16-alpine", driver=None)
-        container.start()
-    except (DockerException, OSError, ImportError):
-        return None
-    except Exception as exc:  # e.g. requests' ConnectionError when the socket exists but nothing answers
-        if "docker" in type(exc).__module__ or "requests" in type(exc).__module__:
-            return None
-        raise
-    return container
+        yield container.get_connection_url()
+    finally:
+        container.stop()
 
 
 @pytest.fixture(scope="session")
