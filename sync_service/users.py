@@ -11,7 +11,11 @@ import msgspec
 from sync_service import sql
 
 # Better Auth's own date format (UTC, milliseconds, "Z"), so the frontend sees the values it sent.
-IsoDateTime = Annotated[str, msgspec.Meta(examples=["2026-11-27T11:58:53.300Z"])]
+# (`extra_json_schema["extra"]` is how Litestar takes extra OpenAPI schema keys from a msgspec field.)
+IsoDateTime = Annotated[
+    str,
+    msgspec.Meta(examples=["2026-11-27T11:58:53.300Z"], extra_json_schema={"extra": {"format": "date-time"}}),
+]
 
 
 class User(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,6 +8,7 @@ be taken down and brought back up on the same port. Tokens are shaped like Bette
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -20,9 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from sync_service.auth import MAX_TOKEN_CHARS
 from tests.support import free_port
 
 JWKS_PATH = "/api/auth/jwks"
@@ -95,12 +98,85 @@ def hs256_token(header: dict[str, Any], payload: dict[str, Any], secret: bytes) 
     return f"{signing_input}.{b64url(signature)}"
 
 
-def better_auth_claims(
-    user: dict[str, Any], *, issuer: str, audience: str | None = None, ttl: int = 900, now: int | None = None
-) -> dict[str, Any]:
-    """Better Auth's jwt plugin payload: `{iat, ...user, sub, exp, iss, aud}`."""
-    now = int(time.time()) if now is None else now
-    return {"iat": now, **user, "sub": user["id"], "exp": now + ttl, "iss": issuer, "aud": audience or issuer}
+def better_auth_claims(user: dict[str, Any], *, issuer: str, **overrides: Any) -> dict[str, Any]:
+    """Better Auth's jwt plugin payload, `{iat, ...user, sub, exp, iss, aud}`; an override of None removes
+    that claim."""
+    now = int(time.time())
+    payload = {"iat": now, **user, "sub": user["id"], "exp": now + 900, "iss": issuer, "aud": issuer}
+    for name, value in overrides.items():
+        if value is None:
+            payload.pop(name, None)
+        else:
+            payload[name] = value
+    return payload
+
+
+def forged_tokens(keys: dict[str, SigningKey], *, issuer: str, user: dict[str, Any]) -> dict[str, str]:
+    """Tokens for `user` that must each be refused, by name; `keys` are the ones the JWKS serves."""
+    ed = keys["EdDSA"]
+    now = int(time.time())
+    good = better_auth_claims(user, issuer=issuer)
+
+    def claims(**overrides: Any) -> dict[str, Any]:
+        return better_auth_claims(user, issuer=issuer, **overrides)
+
+    header = {"alg": "EdDSA", "kid": ed.kid}
+    public_pem = ed.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    public_raw = ed.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    stranger = SigningKey.generate("EdDSA", kid=ed.kid)
+    return {
+        "expired": ed.sign(claims(iat=now - 1000, exp=now - 100)),
+        "not yet valid (nbf)": ed.sign(claims(nbf=now + 600)),
+        "issued in the future (iat)": ed.sign(claims(iat=now + 600, exp=now + 1500)),
+        "wrong iss": ed.sign(claims(iss="https://evil.example")),
+        "wrong aud": ed.sign(claims(aud="https://other.example")),
+        "aud list without ours": ed.sign(claims(aud=["https://other.example"])),
+        "missing sub": ed.sign(claims(sub=None)),
+        "empty sub": ed.sign(claims(sub="")),
+        "numeric sub": ed.sign(claims(sub=12345)),
+        "missing exp": ed.sign(claims(exp=None)),
+        "exp as a string": ed.sign(claims(exp=str(now + 900))),
+        "missing iss": ed.sign(claims(iss=None)),
+        "missing aud": ed.sign(claims(aud=None)),
+        "alg none": compact({"alg": "none", "kid": ed.kid}, good),
+        "alg none with a signature": compact({"alg": "none", "kid": ed.kid}, good, b"x"),
+        "alg NONE": compact({"alg": "NONE", "kid": ed.kid}, good, b"x"),
+        "HS256 keyed by the public PEM": hs256_token({"alg": "HS256", "kid": ed.kid}, good, public_pem),
+        "HS256 keyed by the raw public key": hs256_token({"alg": "HS256", "kid": ed.kid}, good, public_raw),
+        "HS256 keyed by the JWK x": hs256_token(
+            {"alg": "HS256", "kid": ed.kid}, good, ed.jwk()["x"].encode()
+        ),
+        "HS256 keyed by the JWK JSON": hs256_token(
+            {"alg": "HS256", "kid": ed.kid}, good, json.dumps(ed.jwk()).encode()
+        ),
+        "known kid, another key's signature": stranger.sign(good),
+        "EdDSA kid, ES256 signature": SigningKey.generate("ES256", kid=ed.kid).sign(good),
+        "RS256 key, PS256 token": keys["RS256"].sign(good, alg="PS256"),
+        "ES512 kid, ES256 alg": SigningKey.generate("ES256", kid=keys["ES512"].kid).sign(good),
+        "unknown kid": SigningKey.generate("EdDSA").sign(good),
+        "kid not a string": compact({"alg": "EdDSA", "kid": 7}, good, b"sig"),
+        "tampered payload": _tamper(ed.sign(good)),
+        "signature stripped": ed.sign(good).rsplit(".", 1)[0] + ".",
+        "garbage": "not-a-token",
+        "three garbage parts": "abc.def.ghi",
+        "empty": "",
+        "spaces inside": ed.sign(good).replace(".", " .", 1),
+        "header not JSON": f"{b64url(b'{{{')}.{b64url(b'{}')}.{b64url(b'sig')}",
+        "header nested 3000 deep": f"{b64url(b'[' * 3000)}.{b64url(b'{}')}.{b64url(b'sig')}",
+        "header a list": compact([header], good, b"sig"),
+        "payload a list": f"{ed.sign(good).split('.')[0]}.{b64url(b'[1]')}.{b64url(b'sig')}",
+        "crit extension": ed.sign(good, header={"crit": ["exp"], "exp": 1}),
+        "oversized": ed.sign(claims(padding="x" * MAX_TOKEN_CHARS)),
+    }
+
+
+def _tamper(token: str) -> str:
+    head, payload, signature = token.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    decoded["sub"] = "someone-else"
+    return f"{head}.{b64url(json.dumps(decoded).encode())}.{signature}"
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -178,6 +254,7 @@ class JwksServer:
         return count
 
 
+@contextlib.contextmanager
 def running(server: JwksServer) -> Iterator[JwksServer]:
     server.start()
     try:
