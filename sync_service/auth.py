@@ -7,6 +7,7 @@ first time always gets the full verification.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import re
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import msgspec
 
 from sync_service.config import Settings
 from sync_service.jwks import RemoteKeySet
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 # Better Auth's tokens carry the whole user object and are well under 2 KiB; anything this long is not
 # one of them, and is refused before any parsing.
 MAX_TOKEN_CHARS = 8 * 1024
+MAX_HEADER_CHARS = 1024  # Better Auth's {"alg","kid"} header is under 100 characters
 DEFAULT_CACHE_SIZE = 10_000
 MAX_SUBJECT_CHARS = 255
 
@@ -119,10 +122,7 @@ class TokenVerifier:
             raise InvalidToken("no JWKS configured")
         if not _TOKEN_SHAPE.fullmatch(token):
             raise InvalidToken("malformed")
-        try:
-            header = jwt.get_unverified_header(token)
-        except Exception:  # whatever the header does to the parser, it is the client's fault
-            raise InvalidToken("malformed header") from None
+        header = _unverified_header(token)
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg not in self._algorithms:
             raise InvalidToken("algorithm not allowed")
@@ -171,6 +171,24 @@ def build_token_verifier(settings: Settings) -> TokenVerifier:
     if not verifier.configured:
         log.warning("no BETTER_AUTH_URL or JWT_JWKS_URL: GET /users/* will refuse every token")
     return verifier
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The protected header, only to choose the key; PyJWT parses and checks it again when verifying.
+
+    Parsed here rather than with `jwt.get_unverified_header`, which would decode the whole token a second
+    time (PyJWT 2.15 checks every character of every segment in Python: about a third of its cost).
+    """
+    segment = token.partition(".")[0]
+    if len(segment) > MAX_HEADER_CHARS:
+        raise InvalidToken("header too long")
+    try:
+        header = msgspec.json.decode(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, msgspec.DecodeError, RecursionError):  # binascii.Error is a ValueError
+        raise InvalidToken("malformed header") from None
+    if not isinstance(header, dict):
+        raise InvalidToken("malformed header")
+    return header
 
 
 def _principal(claims: Mapping[str, Any], kid: str | None) -> Principal:

@@ -165,6 +165,7 @@ def forged_tokens(keys: dict[str, SigningKey], *, issuer: str, user: dict[str, A
         "spaces inside": ed.sign(good).replace(".", " .", 1),
         "header not JSON": f"{b64url(b'{{{')}.{b64url(b'{}')}.{b64url(b'sig')}",
         "header nested 3000 deep": f"{b64url(b'[' * 3000)}.{b64url(b'{}')}.{b64url(b'sig')}",
+        "header nested 700 deep": f"{b64url(b'[' * 700)}.{b64url(b'{}')}.{b64url(b'sig')}",
         "header a list": compact([header], good, b"sig"),
         "payload a list": f"{ed.sign(good).split('.')[0]}.{b64url(b'[1]')}.{b64url(b'sig')}",
         "crit extension": ed.sign(good, header={"crit": ["exp"], "exp": 1}),
