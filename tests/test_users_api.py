@@ -352,3 +352,25 @@ async def test_dates_look_like_better_auth(
         body = (await client.get("/users/me", headers=bearer(token_for(keys["EdDSA"], jwks, user)))).json()
     assert body["updated_at"] == "2030-01-02T03:04:05.000Z"
     assert body["created_at"] == "2030-01-02T01:04:05.123Z"
+
+
+async def test_odd_requests_are_never_500(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    user = await synced_user(api)
+    good = bearer(token_for(keys["EdDSA"], jwks, user))
+    odd: list[tuple[str, str, dict[str, str] | list[tuple[str, bytes]]]] = [
+        ("POST", "/users/me", good),
+        ("DELETE", f"/users/{user['id']}", good),
+        ("HEAD", "/users/me", good),
+        ("GET", "/users/me/", good),
+        ("GET", "/users/" + "x" * 5000, good),
+        ("GET", "/users/%C3%A9t%C3%A9", good),
+        ("GET", "/users/me", [("Authorization", b"Bearer \xff\xfe.\x80.\xc3")]),
+        ("GET", "/users/me", {"Authorization": "Bearer ...."}),
+    ]
+    async with api.client() as client:
+        for method, path, headers in odd:
+            response = await client.request(method, path, headers=headers)
+            assert response.status_code < 500, (method, path, response.status_code)
+    assert response.status_code == 401
