@@ -10,16 +10,20 @@ from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 from sync_service import __version__
+from sync_service.auth import build_token_verifier
+from sync_service.auth_middleware import BearerAuthMiddleware
 from sync_service.batcher import GroupCommitter
 from sync_service.config import Settings, load_settings
 from sync_service.database import create_pool, provide_connection, warm_up
 from sync_service.error_handlers import exception_handlers
-from sync_service.routes import health, webhooks
+from sync_service.routes import health, users, webhooks
 from sync_service.webhook_receiver import WebhookReceiver
 from sync_service.webhook_signatures import SignatureVerifier
 
@@ -32,6 +36,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if settings.database is None:
         raise RuntimeError("create_app needs a database; `sync-service serve` starts an embedded one")
     verifier = SignatureVerifier(settings.webhook_secrets)
+    token_verifier = build_token_verifier(settings)
+
+    @contextlib.asynccontextmanager
+    async def auth_lifespan(_: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await token_verifier.aclose()  # its JWKS HTTP client, opened on the first token
 
     @contextlib.asynccontextmanager
     async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -70,10 +82,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         tags=["webhooks"],
     )
     health_router = Router(path="/health", route_handlers=[health.live, health.ready], tags=["health"])
+    users_router = Router(
+        path="/users",
+        route_handlers=[users.me, users.by_id],
+        middleware=[DefineMiddleware(BearerAuthMiddleware, verifier=token_verifier)],
+        security=[{"BearerToken": []}],
+        cache_control=CacheControlHeader(no_store=True),  # personal data: no browser or proxy copies
+        tags=["users"],
+    )
 
     return Litestar(
-        route_handlers=[webhook_router, health_router],
-        lifespan=[database_lifespan],
+        route_handlers=[webhook_router, health_router, users_router],
+        lifespan=[database_lifespan, auth_lifespan],
         state=State({"settings": settings}),
         dependencies={
             "conn": Provide(provide_connection),
@@ -81,7 +101,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers=exception_handlers(settings),
         cors_config=_cors(settings),
-        openapi_config=OpenAPIConfig(title="sync-service", version=__version__),
+        openapi_config=OpenAPIConfig(
+            title="sync-service",
+            version=__version__,
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        bearer_format="JWT",
+                        description="A Better Auth JWT (jwt plugin), in the Authorization header only.",
+                    )
+                }
+            ),
+        ),
         request_max_body_size=settings.webhook_max_body_bytes,
     )
 

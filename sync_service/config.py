@@ -91,6 +91,8 @@ class Settings:
     jwt_audience: str | None
     jwt_algorithms: tuple[str, ...]
     jwt_leeway_seconds: float
+    jwt_jwks_cooldown_seconds: float  # least time between two JWKS fetches (unknown kids cannot hammer it)
+    jwt_jwks_max_age_seconds: float  # a key set older than this is refreshed in the background
     cors_allow_origins: tuple[str, ...]
     log_level: str
     ingest_batch_size: int
@@ -118,7 +120,12 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     env.update(os.environ if environ is None else environ)
 
     better_auth_url = _optional_url(env, "BETTER_AUTH_URL")
-    origin = _origin(better_auth_url) if better_auth_url else None
+    jwks_url = _optional_url(env, "JWT_JWKS_URL") or (
+        f"{better_auth_url.rstrip('/')}/api/auth/jwks" if better_auth_url else None
+    )
+    # Better Auth's iss and aud are its base URL's origin. Without BETTER_AUTH_URL the JWKS URL's origin
+    # is the best guess; never None, so issuer and audience are always checked.
+    origin = _origin(better_auth_url) if better_auth_url else (_origin(jwks_url) if jwks_url else None)
     database_url = env.get("DATABASE_URL", "").strip()
     return Settings(
         database=parse_database_url(database_url, env) if database_url else None,
@@ -129,12 +136,13 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         webhook_clock_skew_seconds=_float(env, "WEBHOOK_CLOCK_SKEW_SECONDS", 300.0, minimum=0),
         user_id_format=_choice(env, "USER_ID_FORMAT", ("uuid", "opaque"), "uuid"),  # type: ignore[arg-type]
         better_auth_url=better_auth_url,
-        jwt_jwks_url=_optional_url(env, "JWT_JWKS_URL")
-        or (f"{better_auth_url.rstrip('/')}/api/auth/jwks" if better_auth_url else None),
+        jwt_jwks_url=jwks_url,
         jwt_issuer=env.get("JWT_ISSUER", "").strip() or origin,
         jwt_audience=env.get("JWT_AUDIENCE", "").strip() or origin,
         jwt_algorithms=_jwt_algorithms(env),
         jwt_leeway_seconds=_float(env, "JWT_LEEWAY_SECONDS", 30.0, minimum=0, maximum=3600),
+        jwt_jwks_cooldown_seconds=_float(env, "JWT_JWKS_COOLDOWN_SECONDS", 10.0, minimum=0.01, maximum=3600),
+        jwt_jwks_max_age_seconds=_float(env, "JWT_JWKS_MAX_AGE_SECONDS", 600.0, minimum=1, maximum=604_800),
         cors_allow_origins=_origins(env),
         log_level=_choice(
             env, "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO", upper=True

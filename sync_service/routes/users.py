@@ -1,0 +1,67 @@
+"""GET /users/me and GET /users/{user_id}: the token's own user, nobody else's.
+
+`request.user` is the `Principal` that `BearerAuthMiddleware` put there (the router mounts it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Request, get
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath
+
+from sync_service.auth import Principal
+from sync_service.users import User, fetch_user
+
+_NOT_FOUND = "user not found"
+
+_RESPONSES_DOC = (
+    "401 with `WWW-Authenticate: Bearer` for a missing, malformed, expired or wrongly signed token; "
+    "404 when the user has not been synced yet."
+)
+
+
+class ErrorBody(msgspec.Struct):
+    status_code: int
+    detail: str
+
+
+_RESPONSES = {
+    401: ResponseSpec(
+        data_container=ErrorBody,
+        description='No valid bearer token. `WWW-Authenticate: Bearer realm="sync-service"`, with '
+        '`error="invalid_token"` when a token was sent.',
+        generate_examples=False,
+    ),
+    404: ResponseSpec(data_container=ErrorBody, description="User not found", generate_examples=False),
+}
+
+
+@get("/me", summary="The user the bearer token belongs to", description=_RESPONSES_DOC, responses=_RESPONSES)
+async def me(request: Request[Principal, Any, Any], conn: NamedDependency[asyncpg.Connection]) -> User:
+    user = await fetch_user(conn, request.user.subject)
+    if user is None:
+        raise NotFoundException(detail=_NOT_FOUND)
+    return user
+
+
+@get(
+    "/{user_id:str}",
+    summary="A user by id: only the token's own",
+    description=_RESPONSES_DOC + " Any other id is 404 whether it exists or not (no existence oracle).",
+    responses=_RESPONSES,
+)
+async def by_id(
+    request: Request[Principal, Any, Any], user_id: FromPath[str], conn: NamedDependency[asyncpg.Connection]
+) -> User:
+    if user_id != request.user.subject:
+        raise NotFoundException(detail=_NOT_FOUND)
+    user = await fetch_user(conn, user_id)
+    if user is None:
+        raise NotFoundException(detail=_NOT_FOUND)
+    return user

@@ -1,0 +1,376 @@
+"""GET /users/me and GET /users/{id} through the real service, users synced by signed webhooks, tokens
+signed with real keys served by a real JWKS endpoint on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from sync_service.metrics import REGISTRY
+from tests.jwks_server import JwksServer, SigningKey, better_auth_claims, forged_tokens, running
+from tests.support import ServiceUnderTest, deliver, envelope, make_settings, start_service, user_data
+
+ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
+FRONTEND = "https://app.example.com"
+CHALLENGE = 'Bearer realm="sync-service"'
+INVALID = 'Bearer realm="sync-service", error="invalid_token"'
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, SigningKey]:
+    return {alg: SigningKey.generate(alg) for alg in ALGORITHMS}
+
+
+@pytest.fixture(scope="module")
+def jwks(keys: dict[str, SigningKey]) -> Iterator[JwksServer]:
+    server = JwksServer()
+    server.serve(*keys.values())
+    with running(server):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api(migrated_database_url: str, jwks: JwksServer) -> Iterator[ServiceUnderTest]:
+    settings = make_settings(
+        migrated_database_url,
+        BETTER_AUTH_URL=jwks.base_url,
+        JWT_JWKS_COOLDOWN_SECONDS="0.05",
+        CORS_ALLOW_ORIGINS=f"{FRONTEND} http://localhost:5173",
+    )
+    with start_service(settings) as running_service:
+        yield running_service
+
+
+async def synced_user(api: ServiceUnderTest, **fields: Any) -> dict[str, Any]:
+    """A user as Better Auth sends it, delivered through the signed webhook."""
+    data = user_data(**fields)
+    async with api.client() as client:
+        response = await deliver(client, envelope(data))
+    assert response.json() == {"status": "applied"}
+    return data
+
+
+def token_for(key: SigningKey, server: JwksServer, user: dict[str, Any], **overrides: Any) -> str:
+    return key.sign(better_auth_claims(user, issuer=server.base_url, **overrides))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def as_api_json(user: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": user["id"],
+        "email": user["email"],
+        "email_verified": user["emailVerified"],
+        "name": user["name"],
+        "image": user.get("image"),
+        "created_at": user["createdAt"],
+        "updated_at": user["updatedAt"],
+    }
+
+
+def assert_401(response: httpx.Response, challenge: str) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == challenge
+    body = response.json()
+    assert body["status_code"] == 401
+    assert set(body) == {"status_code", "detail"}
+
+
+# --- 200 ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+async def test_me_with_each_algorithm(
+    alg: str, api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    user = await synced_user(api, image="https://cdn.example.com/a.png", role="member")
+    async with api.client() as client:
+        response = await client.get("/users/me", headers=bearer(token_for(keys[alg], jwks, user)))
+    assert response.status_code == 200, response.text
+    assert response.json() == as_api_json(user)
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_own_id_and_updates_are_read_from_the_database(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    user = await synced_user(api, name=None)
+    token = token_for(keys["EdDSA"], jwks, user)
+    async with api.client(headers=bearer(token)) as client:
+        by_id = await client.get(f"/users/{user['id']}")
+        assert by_id.status_code == 200
+        assert by_id.json() == as_api_json(user)
+        assert by_id.json()["name"] is None
+        await db.execute("UPDATE users SET email_verified = true WHERE id = $1", user["id"])
+        again = await client.get("/users/me")  # same token (cached verification), fresh row
+    assert again.json()["email_verified"] is True
+
+
+# --- 404 ------------------------------------------------------------------------------------------
+
+
+async def test_me_not_synced_yet_is_404(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    token = token_for(keys["EdDSA"], jwks, user_data())
+    async with api.client() as client:
+        response = await client.get("/users/me", headers=bearer(token))
+    assert response.status_code == 404
+    assert response.json() == {"status_code": 404, "detail": "user not found"}
+
+
+async def test_other_users_are_404_whether_they_exist_or_not(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    alice = await synced_user(api)
+    bob = await synced_user(api)
+    token = token_for(keys["EdDSA"], jwks, alice)
+    async with api.client(headers=bearer(token)) as client:
+        existing = await client.get(f"/users/{bob['id']}")
+        missing = await client.get(f"/users/{uuid.uuid4()}")
+        weird = await client.get("/users/%20")
+    assert existing.status_code == missing.status_code == 404
+    assert existing.content == missing.content
+    assert weird.status_code == 404
+
+
+# --- 401 ------------------------------------------------------------------------------------------
+
+
+async def test_no_token(api: ServiceUnderTest, db: asyncpg.Connection) -> None:
+    async with api.client() as client:
+        for path in ("/users/me", f"/users/{uuid.uuid4()}"):
+            assert_401(await client.get(path), CHALLENGE)
+        assert_401(
+            await client.get("/users/me", headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"}), CHALLENGE
+        )
+
+
+async def test_token_in_query_string_is_ignored(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    user = await synced_user(api)
+    token = token_for(keys["EdDSA"], jwks, user)
+    async with api.client() as client:
+        for name in ("access_token", "token", "authorization"):
+            assert_401(await client.get("/users/me", params={name: token}), CHALLENGE)
+    async with api.client(cookies={"token": token, "better-auth.session_token": token}) as client:
+        assert_401(await client.get("/users/me"), CHALLENGE)
+
+
+async def test_every_forged_token_is_401_invalid_token(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    user = await synced_user(api)
+    forged = forged_tokens(keys, issuer=jwks.base_url, user=user)
+    answers: dict[str, tuple[int, str | None]] = {}
+    async with api.client() as client:
+        for name, token in forged.items():
+            if not token:
+                continue  # "Bearer " with nothing after it is not a legal header value; "empty bearer" below
+            response = await client.get("/users/me", headers=bearer(token))
+            answers[name] = (response.status_code, response.headers.get("www-authenticate"))
+        malformed = {
+            "empty bearer": {"Authorization": "Bearer"},
+            "lower-case scheme, junk": {"Authorization": "bearer junk"},
+            "token and more": {"Authorization": f"Bearer {token_for(keys['EdDSA'], jwks, user)} extra"},
+            "huge header (64 KiB)": {"Authorization": "Bearer " + "A" * 65_536},
+        }
+        for name, headers in malformed.items():
+            response = await client.get("/users/me", headers=headers)
+            answers[name] = (response.status_code, response.headers.get("www-authenticate"))
+        two = await client.get(
+            "/users/me",
+            headers=[
+                ("Authorization", f"Bearer {token_for(keys['EdDSA'], jwks, user)}"),
+                ("Authorization", "x"),
+            ],
+        )
+        answers["two Authorization headers"] = (two.status_code, two.headers.get("www-authenticate"))
+        genuine = await client.get("/users/me", headers=bearer(token_for(keys["EdDSA"], jwks, user)))
+    assert {name: answer for name, answer in answers.items() if answer != (401, INVALID)} == {}
+    assert genuine.status_code == 200
+
+
+async def test_scheme_is_case_insensitive(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    user = await synced_user(api)
+    token = token_for(keys["ES256"], jwks, user)
+    async with api.client() as client:
+        response = await client.get("/users/me", headers={"Authorization": f"bearer  {token}"})
+    assert response.status_code == 200
+
+
+# --- keys: rotation, outage, flood -------------------------------------------------------------------
+
+
+async def test_rotated_key_is_accepted_after_refetch(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    user = await synced_user(api)
+    rotated = SigningKey.generate("EdDSA")
+    async with api.client() as client:
+        assert (
+            await client.get("/users/me", headers=bearer(token_for(keys["EdDSA"], jwks, user)))
+        ).status_code == 200
+        jwks.serve(*keys.values(), rotated)
+        try:
+            await asyncio.sleep(0.06)
+            response = await client.get("/users/me", headers=bearer(token_for(rotated, jwks, user)))
+        finally:
+            jwks.serve(*keys.values())
+    assert response.status_code == 200
+
+
+async def test_jwks_down_at_startup_then_up(
+    migrated_database_url: str, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    jwks = JwksServer()  # not started: Better Auth is down
+    jwks.serve(*keys.values())
+    settings = make_settings(
+        migrated_database_url, BETTER_AUTH_URL=jwks.base_url, JWT_JWKS_COOLDOWN_SECONDS="0.2"
+    )
+    with start_service(settings) as api:
+        async with api.client() as client:
+            assert (await client.get("/health/live")).status_code == 200
+            assert (await client.get("/health/ready")).status_code == 200
+            user = await synced_user(api)
+            token = token_for(keys["EdDSA"], jwks, user)
+            assert_401(await client.get("/users/me", headers=bearer(token)), INVALID)
+            jwks.start()
+            try:
+                assert_401(await client.get("/users/me", headers=bearer(token)), INVALID)  # cooldown
+                await asyncio.sleep(0.25)
+                response = await client.get("/users/me", headers=bearer(token))
+                assert response.status_code == 200
+                assert response.json()["id"] == user["id"]
+            finally:
+                jwks.stop()
+            # Better Auth down again: the keys already fetched keep working
+            assert (
+                await client.get("/users/me", headers=bearer(token_for(keys["ES512"], jwks, user)))
+            ).status_code == 200
+    assert jwks.requests == 1
+
+
+async def test_flood_of_random_kids_costs_one_fetch(
+    migrated_database_url: str, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    jwks = JwksServer()
+    jwks.serve(*keys.values())
+    settings = make_settings(
+        migrated_database_url, BETTER_AUTH_URL=jwks.base_url, JWT_JWKS_COOLDOWN_SECONDS="60"
+    )
+    limited = REGISTRY.get_sample_value("sync_jwks_refreshes_total", {"result": "rate_limited"}) or 0.0
+    with running(jwks), start_service(settings) as api:
+        user = await synced_user(api)
+        strangers = [SigningKey.generate("EdDSA") for _ in range(5)]
+        async with api.client(limits=httpx.Limits(max_connections=32)) as client:
+            ok = await client.get("/users/me", headers=bearer(token_for(keys["EdDSA"], jwks, user)))
+            assert ok.status_code == 200
+            flood = await asyncio.gather(
+                *(
+                    client.get("/users/me", headers=bearer(token_for(strangers[i % 5], jwks, user, iat=i)))
+                    for i in range(150)
+                )
+            )
+    assert {r.status_code for r in flood} == {401}
+    assert jwks.requests == 1
+    assert (
+        REGISTRY.get_sample_value("sync_jwks_refreshes_total", {"result": "rate_limited"}) or 0
+    ) >= limited + 150
+
+
+# --- browser and docs ---------------------------------------------------------------------------------
+
+
+async def test_cors_for_configured_origins(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    user = await synced_user(api)
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    async with api.client() as client:
+        allowed = await client.options("/users/me", headers={"Origin": FRONTEND, **preflight})
+        foreign = await client.options("/users/me", headers={"Origin": "https://evil.example", **preflight})
+        read = await client.get(
+            "/users/me", headers={"Origin": FRONTEND, **bearer(token_for(keys["EdDSA"], jwks, user))}
+        )
+        refused = await client.get("/users/me", headers={"Origin": FRONTEND})
+        other = await client.get("/users/me", headers={"Origin": "https://evil.example"})
+    assert allowed.status_code in (200, 204)
+    assert allowed.headers["access-control-allow-origin"] == FRONTEND
+    assert allowed.headers["access-control-allow-credentials"] == "true"
+    assert allowed.headers["access-control-max-age"] == "600"
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-origin" not in foreign.headers
+    assert read.status_code == 200
+    assert read.headers["access-control-allow-origin"] == FRONTEND
+    assert read.headers["access-control-allow-credentials"] == "true"
+    assert "origin" in read.headers.get("vary", "").lower()
+    assert refused.status_code == 401  # the frontend can read its 401 too
+    assert refused.headers["access-control-allow-origin"] == FRONTEND
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_openapi_documents_the_bearer_scheme(api: ServiceUnderTest) -> None:
+    async with api.client() as client:
+        schema = (await client.get("/schema/openapi.json")).json()
+    assert schema["components"]["securitySchemes"]["BearerToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A Better Auth JWT (jwt plugin), in the Authorization header only.",
+    }
+    for path in ("/users/me", "/users/{user_id}"):
+        assert schema["paths"][path]["get"]["security"] == [{"BearerToken": []}]
+    assert not schema["paths"]["/webhooks/better-auth"]["post"].get("security")
+    assert not schema["paths"]["/health/live"]["get"].get("security")
+    user_schema = schema["components"]["schemas"]["User"]
+    assert set(user_schema["properties"]) == {
+        "id", "email", "email_verified", "name", "image", "created_at", "updated_at"
+    }  # fmt: skip
+
+
+async def test_dates_look_like_better_auth(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    user = await synced_user(api)
+    await db.execute(
+        "UPDATE users SET updated_at = '2030-01-02 03:04:05.000+00', "
+        "created_at = '2030-01-02 03:04:05.123456+02'"
+    )
+    async with api.client() as client:
+        body = (await client.get("/users/me", headers=bearer(token_for(keys["EdDSA"], jwks, user)))).json()
+    assert body["updated_at"] == "2030-01-02T03:04:05.000Z"
+    assert body["created_at"] == "2030-01-02T01:04:05.123Z"
+
+
+async def test_odd_requests_are_never_500(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    user = await synced_user(api)
+    good = bearer(token_for(keys["EdDSA"], jwks, user))
+    odd: list[tuple[str, str, dict[str, str] | list[tuple[str, bytes]]]] = [
+        ("POST", "/users/me", good),
+        ("DELETE", f"/users/{user['id']}", good),
+        ("HEAD", "/users/me", good),
+        ("GET", "/users/me/", good),
+        ("GET", "/users/" + "x" * 5000, good),
+        ("GET", "/users/%C3%A9t%C3%A9", good),
+        ("GET", "/users/me", [("Authorization", b"Bearer \xff\xfe.\x80.\xc3")]),
+        ("GET", "/users/me", {"Authorization": "Bearer ...."}),
+    ]
+    async with api.client() as client:
+        for method, path, headers in odd:
+            response = await client.request(method, path, headers=headers)
+            assert response.status_code < 500, (method, path, response.status_code)
+    assert response.status_code == 401
