@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from sync_service.config import Settings, load_settings
 from sync_service.errors import ConfigError, MigrationError
@@ -43,8 +47,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _migration_url(settings: Settings) -> str:
-    import os
-
     from sync_service.config import parse_database_url
 
     override = os.environ.get("MIGRATIONS_DATABASE_URL", "").strip()
@@ -81,29 +83,50 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.log_level)
     if not settings.webhook_secrets:
         raise ConfigError("WEBHOOK_SECRET", "is not set; give one or more whsec_... secrets")
-    if settings.database is None:
-        from sync_service.embedded import start_embedded_postgres
+    with contextlib.ExitStack() as stack:
+        # From here on SIGTERM unwinds this block (stopping an embedded PostgreSQL) instead of killing
+        # the process where it stands. While serving, uvicorn takes the signal over, shuts down
+        # gracefully, then raises it again, which lands here.
+        stack.enter_context(_sigterm_exits())
+        if settings.database is None:
+            from sync_service.embedded import embedded_postgres
 
-        url = start_embedded_postgres(settings.embedded_pg_dir)
-        settings = settings.with_database(url)
-        import os
+            url = stack.enter_context(embedded_postgres(settings.embedded_pg_dir))
+            settings = settings.with_database(url)
+            os.environ["DATABASE_URL"] = url  # workers build their settings from the environment
+        assert settings.database is not None
+        if not args.no_migrate:
+            applied = migrations.apply(_migration_url(settings))
+            if applied:
+                print(f"sync-service: applied migrations {', '.join(applied)}", file=sys.stderr)
+        if args.workers > 1:
+            uvicorn.run(
+                "sync_service.app:create_app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_config=None, server_header=False, timeout_graceful_shutdown=30,
+            )  # fmt: skip
+            return 0
+        from sync_service.app import create_app
 
-        os.environ["DATABASE_URL"] = url  # workers build their settings from the environment
-    assert settings.database is not None
-    if not args.no_migrate:
-        applied = migrations.apply(_migration_url(settings))
-        if applied:
-            print(f"sync-service: applied migrations {', '.join(applied)}", file=sys.stderr)
-    if args.workers > 1:
         uvicorn.run(
-            "sync_service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-            log_config=None, server_header=False, timeout_graceful_shutdown=30,
+            create_app(settings), host=args.host, port=args.port, log_config=None, server_header=False,
+            timeout_graceful_shutdown=30,
         )  # fmt: skip
-        return 0
-    from sync_service.app import create_app
-
-    uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, log_config=None, server_header=False,
-        timeout_graceful_shutdown=30,
-    )  # fmt: skip
     return 0
+
+
+class _Terminated(SystemExit):
+    """SIGTERM: a requested, orderly stop (exit status 0)."""
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    def _exit(_signum: int, _frame: FrameType | None) -> None:
+        raise _Terminated(0)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    except _Terminated:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

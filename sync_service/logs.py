@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn adds `color_message` (its message with ANSI colours) to its own records: not worth a field.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,7 +35,9 @@ class JsonFormatter(logging.Formatter):
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD)
-        line = f"{record.levelname:<7} {record.name}: {record.getMessage()}" + (f"  {extras}" if extras else "")
+        line = f"{record.levelname:<7} {record.name}: {record.getMessage()}" + (
+            f"  {extras}" if extras else ""
+        )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -53,3 +56,5 @@ def configure_logging(level: str, *, json: bool | None = None) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # yoyo narrates every migration step at INFO; `serve` and `migrate` print one line of their own.
+    logging.getLogger("yoyo").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)

@@ -10,6 +10,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -33,16 +34,15 @@ def _server_url() -> Iterator[str]:
         finally:
             container.stop()
         return
-    try:
-        import pgserver
-    except ImportError:
-        pytest.exit("no PostgreSQL for tests: set TEST_DATABASE_URL, start Docker, or install pgserver", 2)
+    from sync_service.embedded import embedded_postgres
+    from sync_service.errors import ConfigError
+
     with tempfile.TemporaryDirectory(prefix="sync-service-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
         try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
+            with embedded_postgres(Path(data_dir) / "pg") as url:
+                yield url
+        except ConfigError:
+            pytest.exit("no PostgreSQL for tests: set TEST_DATABASE_URL, start Docker or install pgserver", 2)
 
 
 def _try_testcontainers():  # type: ignore[no-untyped-def]
