@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
-from prometheus_client import generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from sync_service import metrics, sql
 from sync_service.database import is_unavailable
@@ -28,8 +28,10 @@ def observe_batch(size: int, seconds: float) -> None:
     metrics.BATCH_LATENCY.observe(seconds)
 
 
-async def scrape(pool: asyncpg.Pool, queued: int, *, db_timeout: float) -> bytes:
-    """The exposition text, with the gauges that are read rather than counted brought up to date.
+async def scrape(pool: asyncpg.Pool, queued: int, *, accept: str, db_timeout: float) -> tuple[bytes, str]:
+    """The exposition (body, content type) in the format the scraper's Accept header asks for (the
+    classic text format 0.0.4 unless it asks for another), with the gauges that are read rather than
+    counted brought up to date.
 
     The inbox query gets a short timeout and a failing database only drops its series, so a scrape
     answers while PostgreSQL is down (that is when the metrics matter most).
@@ -40,7 +42,8 @@ async def scrape(pool: asyncpg.Pool, queued: int, *, db_timeout: float) -> bytes
     metrics.POOL_CONNECTIONS.labels(state="max").set(pool.get_max_size())
     metrics.INGEST_QUEUE.set(queued)
     await _count_waiting_events(pool, db_timeout)
-    return generate_latest(metrics.REGISTRY)
+    encode, content_type = choose_encoder(accept)
+    return encode(metrics.REGISTRY), content_type
 
 
 async def _count_waiting_events(pool: asyncpg.Pool, db_timeout: float) -> None:

@@ -3,11 +3,16 @@ DATABASE_URL runs on an embedded PostgreSQL, keeps its data folder, and stops it
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.process import serve, service_environment
+from tests.process import SYNC_SERVICE, serve, service_environment
 from tests.support import deliver, envelope, user_data
 
 pytest.importorskip("pgserver", reason="no embedded PostgreSQL wheel for this platform")
@@ -33,9 +38,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    """The embedded data folder; a server a failing test left running there is shut down."""
+    path = tmp_path / "data" / "postgres"
+    yield path
+    pid = _postmaster_pid(path)
+    if pid is not None and _alive(pid):
+        os.kill(pid, signal.SIGQUIT)  # immediate shutdown
+
+
 @pytest.mark.slow
-async def test_serve_without_database_url_runs_on_a_kept_embedded_postgres(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data" / "postgres"
+async def test_serve_without_database_url_runs_on_a_kept_embedded_postgres(
+    tmp_path: Path, data_dir: Path
+) -> None:
     env = service_environment(EMBEDDED_PG_DIR=str(data_dir))
     payload = envelope(user_data(email="zero.setup@example.com"))
 
@@ -66,16 +82,9 @@ async def test_serve_without_database_url_runs_on_a_kept_embedded_postgres(tmp_p
 
 
 @pytest.mark.slow
-def test_sigterm_during_startup_still_stops_the_embedded_postgres(tmp_path: Path) -> None:
-    """SIGTERM before uvicorn takes the signal over (here: while migrations run) must not leave the
+def test_sigterm_during_startup_still_stops_the_embedded_postgres(tmp_path: Path, data_dir: Path) -> None:
+    """SIGTERM before uvicorn takes the signal over (here: while PostgreSQL starts) must not leave the
     embedded server behind."""
-    import signal
-    import subprocess
-    import time
-
-    from tests.process import SYNC_SERVICE
-
-    data_dir = tmp_path / "pg"
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

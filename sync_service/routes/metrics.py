@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import State
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from sync_service import monitoring
 
@@ -13,6 +12,12 @@ _DATABASE_TIMEOUT_SECONDS = 1.0
 
 
 @get("/metrics", summary="Prometheus metrics (text exposition format)", security=[], tags=["operations"])
-async def metrics_endpoint(state: State) -> Response[bytes]:
-    body = await monitoring.scrape(state.pool, state.committer.queued, db_timeout=_DATABASE_TIMEOUT_SECONDS)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+async def metrics_endpoint(request: Request[object, object, State], state: State) -> Response[bytes]:
+    body, content_type = await monitoring.scrape(
+        state.pool,
+        state.committer.queued,
+        accept=request.headers.get("accept", ""),
+        db_timeout=_DATABASE_TIMEOUT_SECONDS,
+    )
+    # Given as a header: Litestar would append a second charset to a text/ media type.
+    return Response(body, headers={"content-type": content_type})
