@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -12,6 +13,8 @@ from types import FrameType
 
 from sync_service.config import Settings, load_settings
 from sync_service.errors import ConfigError, MigrationError
+
+log = logging.getLogger("sync_service")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +101,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if not args.no_migrate:
             applied = migrations.apply(_migration_url(settings))
             if applied:
-                print(f"sync-service: applied migrations {', '.join(applied)}", file=sys.stderr)
+                log.info(f"applied migrations {', '.join(applied)}", extra={"migrations": applied})
         if args.workers > 1:
             uvicorn.run(
                 "sync_service.app:create_app_from_environment", factory=True, host=args.host, port=args.port,

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from sync_service.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # pgserver's record of the processes using a data folder (see pgserver.utils.DiskList).
 _HANDLE_PIDS_FILE = ".handle_pids.json"
@@ -41,7 +42,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("EMBEDDED_PG_DIR", f"cannot create {data_dir}: {exc.strerror}") from None
-    print(f"sync-service: embedded PostgreSQL data folder: {data_dir}", file=sys.stderr, flush=True)
+    log.info(f"embedded PostgreSQL data folder: {data_dir}", extra={"data_dir": str(data_dir)})
     _forget_dead_processes(data_dir)
     with _signals_held() as held:
         server = pgserver.get_server(data_dir, cleanup_mode="stop")
