@@ -90,11 +90,8 @@ def _secrets(settings: Settings) -> Check:
                 "secrets", Level.FAIL, f"secret {number} did not verify its own sample: {type(exc).__name__}"
             )
     count = len(settings.webhook_secrets)
-    return Check(
-        "secrets",
-        Level.OK,
-        f"{count} webhook secret{'s' if count > 1 else ''}; each signed and verified a sample",
-    )
+    summary = "1 webhook secret; it" if count == 1 else f"{count} webhook secrets; each"
+    return Check("secrets", Level.OK, f"{summary} signed and verified a sample delivery")
 
 
 async def _database(database: DatabaseSettings, label: str) -> list[Check]:
