@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104  (what a container listens on)
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker" / "compose.yaml"
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104  (what a container listens on)
 
 # How config.py and cli.py read a variable.
 _READS = re.compile(r"""(?:env, |env\.get\(|environ\.get\()"([A-Z][A-Z0-9_]+)\"""")
@@ -67,7 +68,7 @@ def test_compose_wires_postgres_migrations_and_the_service() -> None:
     assert _parser().parse_args(migrate["command"][1:]).verb == "migrate"
     assert service["command"][0] == "sync-service"
     serve = _parser().parse_args(service["command"][1:])
-    assert (serve.verb, serve.host, serve.no_migrate) == ("serve", "0.0.0.0", True)
+    assert (serve.verb, serve.host, serve.no_migrate) == ("serve", ALL_INTERFACES, True)
     assert service["environment"]["DATABASE_URL"].startswith("postgresql://sync:")
 
 
@@ -99,9 +100,9 @@ def test_the_image_runs_the_command_the_readme_documents() -> None:
     argv = json.loads(cmd)  # exec form: SIGTERM reaches sync-service itself, not a shell
     assert argv[0] == "sync-service"
     readme_argv = _readme_run_command()
-    assert argv[1:] == [*readme_argv, "--host", "0.0.0.0"]  # the same command, listening beyond loopback
+    assert argv[1:] == [*readme_argv, "--host", ALL_INTERFACES]  # the same command, listening beyond loopback
     args = _parser().parse_args(argv[1:])
-    assert (args.verb, args.host, args.port, args.no_migrate) == ("serve", "0.0.0.0", 8000, False)
+    assert (args.verb, args.host, args.port, args.no_migrate) == ("serve", ALL_INTERFACES, 8000, False)
     assert "EXPOSE 8000" in DOCKERFILE.read_text()
     # The tests run that same console script (tests/process.py runs `sync-service serve`).
     assert 'SYNC_SERVICE, "serve"' in (ROOT / "tests" / "process.py").read_text()
