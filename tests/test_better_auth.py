@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 from svix.webhooks import Webhook
 
@@ -232,6 +233,21 @@ async def test_better_auth_token_is_accepted_by_users_me(
             token_response = await client.get("/api/auth/token")
             assert token_response.status_code == 200, token_response.text
             token = token_response.json()["token"]
+
+        # The token verifies with the service's own expectations (JWKS URL, issuer, audience, algorithms)
+        # derived from BETTER_AUTH_URL alone: what /users/me relies on.
+        settings = service.settings
+        assert settings.jwt_jwks_url == f"{better_auth.base_url}/api/auth/jwks"
+        key = await asyncio.to_thread(jwt.PyJWKClient(settings.jwt_jwks_url).get_signing_key_from_jwt, token)
+        claims = jwt.decode(
+            token,
+            key.key,
+            algorithms=list(settings.jwt_algorithms),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            options={"require": ["exp", "sub"]},
+        )
+        assert claims["sub"] == user["id"]
 
         async with service.client() as api:
             me = await api.get("/users/me", headers={"Authorization": f"Bearer {token}"})
