@@ -43,10 +43,10 @@ class ServeProcess:
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, timeout=30)
 
-    def terminate(self, timeout: float = 30) -> int:
-        """SIGTERM, then wait for the exit status."""
+    def terminate(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """SIGTERM (or `signum`: SIGINT is Ctrl-C), then wait for the exit status."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signum)
         return self.process.wait(timeout=timeout)
 
 
