@@ -71,7 +71,7 @@ async def test_serve_without_database_url_runs_on_a_kept_embedded_postgres(
 
     # A second run reuses the folder: the data is still there (the message id is known), no new initdb.
     # This time it is stopped with Ctrl-C (SIGINT), PostgreSQL stopped all the same. Exit status 130, or 0
-    # where SIGINT was ignored when the test run started (a background job): uvicorn re-raises it then.
+    # where SIGINT was ignored when the test run started (a background job), so uvicorn's re-raise is too.
     with serve(tmp_path, env) as second:
         async with second.client() as client:
             response = await deliver(client, payload, message_id="msg_zero_setup")

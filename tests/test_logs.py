@@ -4,11 +4,15 @@ request and per delivery, and never a secret, token, password, email or name."""
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
+from sync_service.logs import ConsoleFormatter, JsonFormatter
 from tests.process import serve, service_environment
 from tests.support import SECRET, deliver, envelope, user_data
 
@@ -131,3 +135,25 @@ def test_logs_are_readable_lines_on_a_terminal(tmp_path: Path, migrated_database
         os.close(controller)
     line = next(line for line in seen.decode().splitlines() if "Uvicorn running" in line)
     assert line.startswith("INFO    uvicorn.error: Uvicorn running on http://127.0.0.1:")
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), ConsoleFormatter()], ids=["json", "console"])
+async def test_logged_database_errors_do_not_carry_row_values(
+    db: asyncpg.Connection, formatter: logging.Formatter
+) -> None:
+    """PostgreSQL names the conflicting key's value in its DETAIL line; a logged traceback must not."""
+    insert = "INSERT INTO users (id, email) VALUES ($1, $2)"
+    await db.execute(insert, "u1", EMAIL)
+    try:
+        await db.execute(insert, "u2", EMAIL)
+    except asyncpg.UniqueViolationError:
+        record = logging.getLogger("test").makeRecord(
+            "test", logging.ERROR, __file__, 1, "ingest batch failed", None, sys.exc_info()
+        )
+    else:
+        pytest.fail("the duplicate email was accepted")
+    assert EMAIL in str(record.exc_info[1])  # asyncpg's text does hold it...
+    text = formatter.format(record)
+    assert EMAIL not in text  # ...the log line does not
+    assert "UniqueViolationError" in text
+    assert "withheld from logs" in text
