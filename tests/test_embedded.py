@@ -38,6 +38,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _dead_pid() -> int:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    return gone.pid
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     """The embedded data folder; a server a failing test left running there is shut down."""
@@ -68,6 +74,10 @@ async def test_serve_without_database_url_runs_on_a_kept_embedded_postgres(
     assert f"embedded PostgreSQL data folder: {data_dir}" in first.stderr
     assert not _alive(postgres_pid), "the embedded PostgreSQL outlived `serve`"
     assert _postmaster_pid(data_dir) is None
+
+    # As if an earlier `serve` had been killed (SIGKILL) while holding the folder: pgserver stops the server
+    # only when the last process it lists lets go, so a dead one must not count.
+    (data_dir / ".handle_pids.json").write_text(f"[{_dead_pid()}]")
 
     # A second run reuses the folder: the data is still there (the message id is known), no new initdb.
     # This time it is stopped with Ctrl-C (SIGINT), PostgreSQL stopped all the same. Exit status 130, or 0
