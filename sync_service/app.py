@@ -16,14 +16,15 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from sync_service import __version__
+from sync_service import __version__, monitoring
 from sync_service.auth import build_token_verifier
 from sync_service.auth_middleware import BearerAuthMiddleware
 from sync_service.batcher import GroupCommitter
 from sync_service.config import Settings, load_settings
 from sync_service.database import create_pool, provide_connection, warm_up
 from sync_service.error_handlers import exception_handlers
-from sync_service.routes import health, users, webhooks
+from sync_service.request_log import RequestLog
+from sync_service.routes import health, metrics, users, webhooks
 from sync_service.webhook_receiver import WebhookReceiver
 from sync_service.webhook_signatures import SignatureVerifier
 
@@ -57,18 +58,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
             writers=settings.ingest_writers,
             timeout=settings.ingest_timeout_seconds,
             acquire_timeout=settings.database.acquire_timeout,
+            on_batch=monitoring.observe_batch,
         )
         await committer.start()
         app.state.pool = pool
+        app.state.committer = committer
         app.state.receiver = WebhookReceiver(
             verifier=verifier,
             committer=committer,
             user_id_format=settings.user_id_format,
             clock_skew=_seconds(settings.webhook_clock_skew_seconds),
+            observe=monitoring.observe_delivery,
         )
         try:
             yield
         finally:
+            # uvicorn has stopped accepting and let in-flight requests finish: what is still queued
+            # belongs to requests that wait for their answer, so it is committed before the pool closes.
             await committer.close()
             try:
                 await asyncio.wait_for(pool.close(), timeout=10)
@@ -91,15 +97,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         tags=["users"],
     )
 
-    return Litestar(
-        route_handlers=[webhook_router, health_router, users_router],
+    app = Litestar(
+        route_handlers=[webhook_router, health_router, users_router, metrics.metrics_endpoint],
         lifespan=[database_lifespan, auth_lifespan],
         state=State({"settings": settings}),
         dependencies={
             "conn": Provide(provide_connection),
             "receiver": Provide(_provide_receiver, sync_to_thread=False),
         },
-        exception_handlers=exception_handlers(settings),
+        exception_handlers=dict(exception_handlers(settings)),
         cors_config=_cors(settings),
         openapi_config=OpenAPIConfig(
             title="sync-service",
@@ -116,7 +122,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
         ),
         request_max_body_size=settings.webhook_max_body_bytes,
+        # Our handler on the root logger (logs.configure_logging) formats every line; Litestar's default
+        # config would install its own plain-text one.
+        logging_config=None,
     )
+    app.asgi_handler = RequestLog(app.asgi_handler)
+    return app
+
+
+def create_app_from_environment() -> Litestar:
+    """The app of one worker process under `serve --workers N`: settings and logging from the environment
+    (a worker is a fresh interpreter, so the parent's logging setup does not reach it)."""
+    from sync_service.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 def _provide_receiver(state: State) -> WebhookReceiver:

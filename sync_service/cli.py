@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from types import FrameType
 
-from sync_service.config import Settings, load_settings
+from sync_service.config import DatabaseSettings, Settings, load_settings
 from sync_service.errors import ConfigError, MigrationError
+
+log = logging.getLogger("sync_service")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,12 +47,53 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--rollback", type=int, metavar="N", help="roll back the newest N migrations")
     group.add_argument("--list", action="store_true", help="show each migration and whether it is applied")
     migrate.set_defaults(handler=_migrate)
+
+    prune = verbs.add_parser(
+        "prune-events",
+        help="delete old rows from the webhook inbox (their payloads hold emails and names)",
+        description="Delete inbox rows received longer ago than --older-than, in bounded chunks.",
+    )
+    prune.add_argument(
+        "--older-than", required=True, type=_age, metavar="AGE", help="e.g. 30d, 12h, 15m, 90s"
+    )
+    prune.add_argument(
+        "--status", action="append", choices=_EVENT_STATUSES, help="only rows with this outcome (repeatable)"
+    )
+    prune.add_argument("--chunk-size", type=_positive, default=5_000, help="rows deleted per transaction")
+    prune.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    prune.set_defaults(handler=_prune_events)
+
+    check = verbs.add_parser(
+        "check-config",
+        help="check the environment, the database, the JWKS and the webhook secrets; one-screen report",
+    )
+    check.set_defaults(handler=_check_config)
     return parser
 
 
-def _migration_url(settings: Settings) -> str:
-    import os
+_EVENT_STATUSES = ("applied", "stale", "ignored", "rejected", "conflict")
 
+
+def _age(text: str) -> timedelta:
+    from sync_service.pruning import parse_age
+
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _migration_url(settings: Settings) -> str:
     from sync_service.config import parse_database_url
 
     override = os.environ.get("MIGRATIONS_DATABASE_URL", "").strip()
@@ -53,6 +102,94 @@ def _migration_url(settings: Settings) -> str:
     if settings.database is None:
         raise ConfigError("DATABASE_URL", "is not set (only `serve` starts an embedded PostgreSQL)")
     return settings.database.yoyo_url
+
+
+@contextlib.contextmanager
+def _operator_database(settings: Settings) -> Iterator[DatabaseSettings]:
+    """The database an operator command works on: DATABASE_URL, else the embedded one `serve` created
+    (joined while `serve` runs, started and stopped again otherwise)."""
+    if settings.database is not None:
+        yield settings.database
+        return
+    from sync_service.embedded import embedded_postgres, is_initialised
+
+    if not is_initialised(settings.embedded_pg_dir):
+        raise ConfigError(
+            "DATABASE_URL", "is not set, and no embedded PostgreSQL exists yet (`serve` creates one)"
+        )
+    with embedded_postgres(settings.embedded_pg_dir) as url:
+        database = settings.with_database(url).database
+        assert database is not None
+        yield database
+
+
+def _prune_events(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    import asyncpg
+
+    from sync_service import pruning
+    from sync_service.logs import configure_logging
+
+    configure_logging(settings.log_level)
+
+    async def run(database: DatabaseSettings) -> str:
+        conn = await asyncpg.connect(database.asyncpg_dsn, timeout=database.connect_timeout)
+        try:
+            cutoff = await pruning.cutoff_for(conn, args.older_than)
+            which = f" with status {', '.join(args.status)}" if args.status else ""
+            when = cutoff.isoformat(timespec="seconds")
+            if args.dry_run:
+                count = await pruning.count_prunable(conn, cutoff, args.status)
+                return f"would delete {count} events{which} received before {when}"
+            count = await pruning.prune_events(conn, cutoff, args.status, chunk_size=args.chunk_size)
+            return f"deleted {count} events{which} received before {when}"
+        finally:
+            await conn.close()
+
+    with _operator_database(settings) as database:
+        try:
+            print(asyncio.run(run(database)))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            print(
+                f"sync-service: prune-events failed: {type(exc).__name__}: {_first_line(exc)}",
+                file=sys.stderr,
+            )
+            return 1
+    return 0
+
+
+def _check_config(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from sync_service import config_check
+    from sync_service.logs import configure_logging
+
+    configure_logging("WARNING")  # the report is the output; an embedded start says nothing
+    with contextlib.ExitStack() as stack:
+        if settings.database is not None:
+            database: DatabaseSettings | None = settings.database
+            label = settings.database.redacted
+        else:
+            from sync_service.embedded import is_initialised
+
+            folder = settings.embedded_pg_dir
+            if is_initialised(folder):
+                database = stack.enter_context(_operator_database(settings))
+                label = f"embedded PostgreSQL in {folder}"
+            else:
+                database, label = (
+                    None,
+                    f"DATABASE_URL not set; `serve` will create an embedded PostgreSQL in {folder}",
+                )
+        checks = asyncio.run(config_check.run_checks(settings, database, label))
+    print(config_check.format_report(checks))
+    return 1 if any(c.level is config_check.Level.FAIL for c in checks) else 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,29 +218,50 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.log_level)
     if not settings.webhook_secrets:
         raise ConfigError("WEBHOOK_SECRET", "is not set; give one or more whsec_... secrets")
-    if settings.database is None:
-        from sync_service.embedded import start_embedded_postgres
+    with contextlib.ExitStack() as stack:
+        # From here on SIGTERM unwinds this block (stopping an embedded PostgreSQL) instead of killing
+        # the process where it stands. While serving, uvicorn takes the signal over, shuts down
+        # gracefully, then raises it again, which lands here.
+        stack.enter_context(_sigterm_exits())
+        if settings.database is None:
+            from sync_service.embedded import embedded_postgres
 
-        url = start_embedded_postgres(settings.embedded_pg_dir)
-        settings = settings.with_database(url)
-        import os
+            url = stack.enter_context(embedded_postgres(settings.embedded_pg_dir))
+            settings = settings.with_database(url)
+            os.environ["DATABASE_URL"] = url  # workers build their settings from the environment
+        assert settings.database is not None
+        if not args.no_migrate:
+            applied = migrations.apply(_migration_url(settings))
+            if applied:
+                log.info(f"applied migrations {', '.join(applied)}", extra={"migrations": applied})
+        if args.workers > 1:
+            uvicorn.run(
+                "sync_service.app:create_app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_config=None, server_header=False, timeout_graceful_shutdown=30,
+            )  # fmt: skip
+            return 0
+        from sync_service.app import create_app
 
-        os.environ["DATABASE_URL"] = url  # workers build their settings from the environment
-    assert settings.database is not None
-    if not args.no_migrate:
-        applied = migrations.apply(_migration_url(settings))
-        if applied:
-            print(f"sync-service: applied migrations {', '.join(applied)}", file=sys.stderr)
-    if args.workers > 1:
         uvicorn.run(
-            "sync_service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-            log_config=None, server_header=False, timeout_graceful_shutdown=30,
+            create_app(settings), host=args.host, port=args.port, log_config=None, server_header=False,
+            timeout_graceful_shutdown=30,
         )  # fmt: skip
-        return 0
-    from sync_service.app import create_app
-
-    uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, log_config=None, server_header=False,
-        timeout_graceful_shutdown=30,
-    )  # fmt: skip
     return 0
+
+
+class _Terminated(SystemExit):
+    """SIGTERM: a requested, orderly stop (exit status 0)."""
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    def _exit(_signum: int, _frame: FrameType | None) -> None:
+        raise _Terminated(0)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    except _Terminated:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

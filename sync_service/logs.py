@@ -7,6 +7,7 @@ emails, names or payloads.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,20 @@ from typing import Any
 import msgspec
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn adds `color_message` (its message with ANSI colours) to its own records: not worth a field.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
+
+
+# PostgreSQL's DETAIL line repeats the values of the offending row ("Key (email)=(alice@...) already
+# exists", "Failing row contains (...)"); asyncpg and psycopg put it into the exception's text, so it
+# would reach a logged traceback.
+_DETAIL = re.compile(r"^(\s*DETAIL:).*$", re.MULTILINE)
+
+
+def _format_exception(formatter: logging.Formatter, exc_info: Any) -> str:
+    return _DETAIL.sub(
+        r"\1  (withheld from logs: it may hold row values)", formatter.formatException(exc_info)
+    )
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,7 +41,7 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = _format_exception(self, record.exc_info)
         return msgspec.json.encode(entry, enc_hook=str).decode()
 
 
@@ -38,7 +52,7 @@ class ConsoleFormatter(logging.Formatter):
             f"  {extras}" if extras else ""
         )
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + _format_exception(self, record.exc_info)
         return line
 
 
@@ -55,3 +69,5 @@ def configure_logging(level: str, *, json: bool | None = None) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # yoyo narrates every migration step at INFO; `serve` and `migrate` print one line of their own.
+    logging.getLogger("yoyo").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)

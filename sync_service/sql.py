@@ -83,9 +83,35 @@ COUNT_WAITING_EVENTS = """
 SELECT status, count(*) FROM webhook_events WHERE status IN ('rejected', 'conflict') GROUP BY status
 """
 
+# The moment before which inbox rows are pruned, by the database's clock (received_at is set by it).
+PRUNE_CUTOFF = "SELECT now() - $1::interval"
+
+# One bounded chunk of the inbox rows received before $1 (oldest first; the received_at index serves it),
+# so each chunk is a short transaction that holds few locks while the service keeps writing.
 PRUNE_EVENTS = """
 WITH doomed AS (
     SELECT message_id FROM webhook_events WHERE received_at < $1 ORDER BY received_at LIMIT $2
 )
 DELETE FROM webhook_events w USING doomed d WHERE w.message_id = d.message_id
+"""
+
+# The same, only rows whose status is one of $3 (the (status, received_at) index serves it).
+PRUNE_EVENTS_WITH_STATUS = """
+WITH doomed AS (
+    SELECT message_id FROM webhook_events
+    WHERE received_at < $1 AND status = ANY($3::text[])
+    ORDER BY received_at LIMIT $2
+)
+DELETE FROM webhook_events w USING doomed d WHERE w.message_id = d.message_id
+"""
+
+# What a prune would delete (`prune-events --dry-run`); $2 NULL means every status.
+COUNT_PRUNABLE_EVENTS = """
+SELECT count(*) FROM webhook_events
+WHERE received_at < $1 AND ($2::text[] IS NULL OR status = ANY($2::text[]))
+"""
+
+SERVER_SETTINGS = """
+SELECT current_setting('server_version') AS version,
+       current_setting('max_connections')::int AS max_connections
 """

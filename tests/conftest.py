@@ -10,8 +10,8 @@ import os
 import secrets
 import socket
 import tempfile
-import warnings
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -31,20 +31,15 @@ def _server_url() -> Iterator[str]:
     if _docker_answers():
         yield from _testcontainers_url()
         return
-    with tempfile.TemporaryDirectory(prefix="sync-service-pg-") as data_dir, warnings.catch_warnings():
-        # platformdirs (under pgserver) warns when XDG_RUNTIME_DIR is unset, as in CI shells: harmless.
-        warnings.simplefilter("ignore")
+    from sync_service.embedded import embedded_postgres
+    from sync_service.errors import ConfigError
+
+    with tempfile.TemporaryDirectory(prefix="sync-service-pg-") as data_dir:
         try:
-            from pgserver import get_server
-        except ImportError:
-            pytest.exit(
-                "no PostgreSQL for tests: set TEST_DATABASE_URL, start Docker, or install pgserver", 2
-            )
-        server = get_server(data_dir, cleanup_mode="stop")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
+            with embedded_postgres(Path(data_dir) / "pg") as url:
+                yield url
+        except ConfigError:
+            pytest.exit("no PostgreSQL for tests: set TEST_DATABASE_URL, start Docker or install pgserver", 2)
 
 
 def _docker_answers() -> bool:

@@ -59,7 +59,13 @@ def start_service(settings: Settings) -> Iterator[ServiceUnderTest]:
     """Run the app under uvicorn in a thread (its own event loop) on a free loopback port."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on", server_header=False
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+        loop="asyncio",  # uvloop in a non-main thread fails to close its handles now and then
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

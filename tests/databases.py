@@ -1,0 +1,36 @@
+"""Extra throwaway databases on the test server, for tests that need a schema other than head."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """An empty database (no migrations applied), dropped afterwards."""
+    name = f"sync_service_extra_{secrets.token_hex(4)}"
+    admin = with_database(server_url, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(server_url, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def unreachable_database_url() -> str:
+    """A URL nothing listens on (a port just found free), so connecting is refused at once."""
+    from tests.support import free_port
+
+    return f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"

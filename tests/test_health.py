@@ -1,0 +1,56 @@
+"""GET /health/live and GET /health/ready: ready only with the database reachable and the schema at head."""
+
+from __future__ import annotations
+
+import pytest
+
+from sync_service import migrations
+from tests.databases import fresh_database, unreachable_database_url
+from tests.support import ServiceUnderTest, make_settings, start_service
+
+
+async def test_live_and_ready_when_all_is_well(service: ServiceUnderTest) -> None:
+    async with service.client() as client:
+        live = await client.get("/health/live")
+        ready = await client.get("/health/ready")
+    assert live.status_code == 200
+    assert live.json() == {"status": "ok"}
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
+
+
+async def test_not_ready_naming_the_reason_when_the_database_is_unreachable() -> None:
+    settings = make_settings(unreachable_database_url(), DB_CONNECT_TIMEOUT="1", DB_ACQUIRE_TIMEOUT="1")
+    with start_service(settings) as running:
+        async with running.client() as client:
+            live = await client.get("/health/live")
+            ready = await client.get("/health/ready")
+    assert live.status_code == 200  # the process is fine; only readiness depends on the database
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "not ready", "reason": "database unreachable"}
+    assert ready.headers["retry-after"].isdigit()
+
+
+@pytest.mark.parametrize("applied", [0, 1], ids=["empty-database", "one-migration-behind"])
+async def test_not_ready_naming_pending_migrations(postgres_server_url: str, applied: int) -> None:
+    with fresh_database(postgres_server_url) as url:
+        settings = make_settings(url)
+        assert settings.database is not None
+        if applied:
+            migrations.apply(settings.database.yoyo_url)
+            migrations.rollback(
+                settings.database.yoyo_url, len(migrations.expected_migration_ids()) - applied
+            )
+        pending = sorted(migrations.expected_migration_ids())[applied:]
+        with start_service(settings) as running:
+            async with running.client() as client:
+                ready = await client.get("/health/ready")
+            assert ready.status_code == 503
+            assert ready.json() == {
+                "status": "not ready",
+                "reason": f"migrations pending: {', '.join(pending)}",
+            }
+
+            migrations.apply(settings.database.yoyo_url)
+            async with running.client() as client:
+                assert (await client.get("/health/ready")).status_code == 200
