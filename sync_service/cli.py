@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
 from sync_service.config import DatabaseSettings, Settings, load_settings
 from sync_service.errors import ConfigError, MigrationError
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--limit-concurrency", type=int, default=1000, help="connections and tasks at once; beyond it, 503"
+    )
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations first")
     serve.set_defaults(handler=_serve)
 
@@ -234,18 +238,26 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             applied = migrations.apply(_migration_url(settings))
             if applied:
                 log.info(f"applied migrations {', '.join(applied)}", extra={"migrations": applied})
+        server_options: dict[str, Any] = {
+            "host": args.host,
+            "port": args.port,
+            "log_config": None,
+            "server_header": False,  # no version for scanners
+            "timeout_graceful_shutdown": 30,
+            "http": "sync_service.http_protocol:DeadlineHttpToolsProtocol",  # slow clients are cut off
+            "limit_concurrency": args.limit_concurrency,  # beyond it uvicorn answers 503 at once
+        }
         if args.workers > 1:
             uvicorn.run(
-                "sync_service.app:create_app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_config=None, server_header=False, timeout_graceful_shutdown=30,
-            )  # fmt: skip
+                "sync_service.app:create_app_from_environment",
+                factory=True,
+                workers=args.workers,
+                **server_options,
+            )
             return 0
         from sync_service.app import create_app
 
-        uvicorn.run(
-            create_app(settings), host=args.host, port=args.port, log_config=None, server_header=False,
-            timeout_graceful_shutdown=30,
-        )  # fmt: skip
+        uvicorn.run(create_app(settings), **server_options)
     return 0
 
 

@@ -128,6 +128,8 @@ def parse_delivery(
         raise MalformedBody("body must be a JSON object")
     try:
         envelope = msgspec.json.decode(body, type=Envelope)
+    except RecursionError:
+        raise MalformedBody("body is nested too deeply") from None
     except msgspec.ValidationError as exc:
         # Valid JSON object, wrong shape: kept in the inbox as rejected so operators can see it.
         payload = _storable_payload(body)
@@ -140,11 +142,18 @@ def parse_delivery(
         raise MalformedBody(f"body is not valid JSON: {exc}") from None
 
     payload = _storable_payload(body)
+    if envelope.timestamp is not None and not _utc_representable(envelope.timestamp):
+        return Delivery(
+            message_id, _safe_type(envelope.type), None, received_at, payload, None,
+            rejection=Rejection("timestamp", "is out of range"),
+        )  # fmt: skip
     if envelope.type not in HANDLED_TYPES:
         return Delivery(message_id, _safe_type(envelope.type), envelope.timestamp, received_at, payload, None)
 
     try:
         data = msgspec.json.decode(envelope.data, type=UserData)
+    except RecursionError:
+        raise MalformedBody("body is nested too deeply") from None
     except msgspec.ValidationError as exc:
         bad_shape = _rejection_from(exc, prefix="$.data")
         loose_id = _loose_user_id(envelope.data)
@@ -177,8 +186,12 @@ def validate_user(
         )
     if len(data.email) > 254 or not _EMAIL.match(data.email):
         return Rejection("data.email", "is not a valid email address")
-    if data.created_at > now + clock_skew:
-        return Rejection("data.createdAt", "is in the future")
+    for field, moment in (("data.createdAt", data.created_at), ("data.updatedAt", data.updated_at)):
+        if not _utc_representable(moment):
+            return Rejection(field, "is out of range")
+        # updatedAt orders writes: one far in the future would make its row immune to every later update.
+        if moment > now + clock_skew:
+            return Rejection(field, "is in the future")
     if data.updated_at < data.created_at:
         return Rejection("data.updatedAt", "is earlier than createdAt")
     for field, value in (("data.name", data.name), ("data.image", data.image)):
@@ -191,14 +204,31 @@ def _storable(text: str) -> bool:
     return "\x00" not in text
 
 
+def _utc_representable(moment: datetime) -> bool:
+    """Whether the instant exists in UTC between years 1 and 9999 (e.g. 9999-12-31T23:00-14:00 does not)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 def _storable_payload(body: bytes) -> str:
     """The body as text for a jsonb column. jsonb cannot hold \\u0000, so such payloads are re-encoded
-    with NULs replaced; the event is rejected anyway, and the inbox still shows what arrived."""
+    with NULs replaced (the inbox still shows what arrived); one that cannot be re-encoded either is kept
+    as a JSON string holding the body's text."""
     text = body.decode()
     if "\\u0000" not in text and "\\U0000" not in text:
         return text
-    decoded = msgspec.json.decode(body)
-    return msgspec.json.encode(_replace_nul(decoded)).decode()
+    try:
+        return msgspec.json.encode(_replace_nul(msgspec.json.decode(body))).decode()
+    except (msgspec.DecodeError, RecursionError):
+        return as_json_string(text)
+
+
+def as_json_string(text: str) -> str:
+    """`text` as one JSON string value: storable in jsonb whatever it holds."""
+    return msgspec.json.encode(text).decode()
 
 
 def _replace_nul(value: object) -> object:
@@ -235,7 +265,7 @@ def _safe_type(event_type: str) -> str:
 def _loose_type(body: bytes) -> str:
     try:
         value = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return "unknown"
     kind = value.get("type") if isinstance(value, dict) else None
     return _safe_type(kind) if isinstance(kind, str) else "unknown"
@@ -244,7 +274,7 @@ def _loose_type(body: bytes) -> str:
 def _loose_user_id(data: msgspec.Raw) -> str | None:
     try:
         value = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     user_id = value.get("id") if isinstance(value, dict) else None
     return user_id if isinstance(user_id, str) and _storable(user_id) and len(user_id) <= 255 else None

@@ -22,13 +22,12 @@ bad event never fails the others.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
-import msgspec
 
 from sync_service import sql
-from sync_service.events import Delivery, Outcome, UserRow
+from sync_service.events import Delivery, Outcome, UserRow, as_json_string
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +73,12 @@ async def _apply_alone(conn: asyncpg.Connection, delivery: Delivery) -> Result:
 
 
 async def _apply_alone_after_failure(conn: asyncpg.Connection, delivery: Delivery) -> Result:
-    """One delivery whose writes failed: find out why, and record that outcome instead."""
+    """One delivery whose writes failed: find out why, and record that outcome instead.
+
+    The payload itself may be what PostgreSQL refused (jsonb holds no number beyond its numeric range,
+    e.g. 1e999999, in a field we otherwise ignore), so it is first tried again with the payload kept as
+    a JSON string: the event still applies, as DESIGN wants for unknown fields."""
+    delivery = replace(delivery, payload=as_json_string(delivery.payload))
     try:
         async with conn.transaction():
             return (await _apply(conn, [delivery]))[0]
@@ -83,13 +87,7 @@ async def _apply_alone_after_failure(conn: asyncpg.Connection, delivery: Deliver
     except _PER_DELIVERY_ERRORS as exc:
         result = Result(Outcome.REJECTED, f"PostgreSQL refused a value (SQLSTATE {exc.sqlstate})", "data")
     async with conn.transaction():
-        try:
-            async with conn.transaction():
-                recorded = await _record(conn, [(delivery, result)])
-        except _PER_DELIVERY_ERRORS:
-            # The payload itself is what PostgreSQL refused (jsonb limits): keep it as a JSON string.
-            text = msgspec.json.encode(delivery.payload).decode()
-            recorded = await _record(conn, [(delivery, result)], payload_override=text)
+        recorded = await _record(conn, [(delivery, result)])
     return result if recorded else DUPLICATE
 
 
@@ -187,8 +185,6 @@ async def _write_users(conn: asyncpg.Connection, users: dict[str, UserRow]) -> s
 async def _record(
     conn: asyncpg.Connection,
     entries: Sequence[tuple[Delivery, Result]],
-    *,
-    payload_override: str | None = None,
 ) -> set[str]:
     """Write inbox rows; returns the message ids written (others had already ended for good)."""
     entries = sorted(entries, key=lambda e: e[0].message_id)
@@ -201,6 +197,6 @@ async def _record(
         [d.received_at for d, _ in entries],
         [r.outcome.value for _, r in entries],
         [r.detail for _, r in entries],
-        [payload_override or d.payload for d, _ in entries],
+        [d.payload for d, _ in entries],
     )
     return {r[0] for r in recorded}

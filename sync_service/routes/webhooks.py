@@ -11,7 +11,7 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import RawBody
 
-from sync_service.events import Outcome, check_message_id, parse_delivery
+from sync_service.events import HANDLED_TYPES, Outcome, check_message_id, parse_delivery
 from sync_service.ingest import Result
 from sync_service.webhook_receiver import WebhookReceiver
 
@@ -45,14 +45,17 @@ async def receive_better_auth_webhook(
         received_at=datetime.now(UTC),
     )
     result = await receiver.committer.submit(delivery)
-    receiver.observe(delivery.event_type, result.outcome, time.perf_counter() - started)
+    # Only validated identifiers reach logs and metric labels: an unhandled type or a rejected event's
+    # id is free text from the sender (an email put in data.id, say).
+    event_type = delivery.event_type if delivery.event_type in HANDLED_TYPES else "other"
+    receiver.observe(event_type, result.outcome, time.perf_counter() - started)
     log.info(
         "webhook delivery",
         extra={
             "message_id": message_id,
-            "event_type": delivery.event_type,
+            "event_type": event_type,
             "outcome": result.outcome.value,
-            "user_id": delivery.user_id,
+            "user_id": delivery.user.id if delivery.user is not None else None,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         },
     )
