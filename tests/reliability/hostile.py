@@ -62,7 +62,9 @@ json_values = st.recursive(
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=20,
 )
 
@@ -183,7 +185,8 @@ def check_signed_answer(body: bytes, response: httpx.Response) -> str | None:
     if status == 200:
         assert answer["status"] in ACKNOWLEDGED, answer
     else:
-        assert isinstance(answer.get("detail"), str) and answer["detail"], answer
+        assert isinstance(answer.get("detail"), str), answer
+        assert answer["detail"], answer
     if kind is NOT_AN_OBJECT:
         # 400 by DESIGN. msgspec stops at the first number out of range, before it would notice that
         # the rest is not JSON, so such a body is a 422 instead: a 4xx either way, nothing stored.

@@ -36,17 +36,26 @@ class TokenIssuer:
 
     def claims(self, subject: str, **overrides: Any) -> dict[str, Any]:
         now = int(time.time())
-        claims: dict[str, Any] = {"sub": subject, "iss": self.origin, "aud": self.origin, "iat": now, "exp": now + 300}
+        claims: dict[str, Any] = {
+            "sub": subject,
+            "iss": self.origin,
+            "aud": self.origin,
+            "iat": now,
+            "exp": now + 300,
+        }
         claims.update(overrides)
         return {k: v for k, v in claims.items() if v is not _DROP}
 
-    def token(self, subject: str, *, key: Any = None, kid: str | None | object = None, algorithm: str = "EdDSA",
-              **claims: Any) -> str:  # fmt: skip
+    def token(
+        self, subject: str, *, key: Any = None, kid: Any = None, algorithm: str = "EdDSA", **claims: Any
+    ) -> str:
         headers: dict[str, Any] = {}
         chosen_kid = self.kid if kid is None else kid
         if chosen_kid is not _DROP:
             headers["kid"] = chosen_kid
-        return jwt.encode(self.claims(subject, **claims), key or self.key, algorithm=algorithm, headers=headers)
+        return jwt.encode(
+            self.claims(subject, **claims), key or self.key, algorithm=algorithm, headers=headers
+        )
 
 
 _DROP = object()

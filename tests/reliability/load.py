@@ -128,7 +128,9 @@ async def deliver_until_acknowledged(
     async def retry(delivery: Delivery) -> None:
         async with gate:
             while not delivery.acknowledged:
-                assert time.monotonic() < deadline, f"{delivery.message_id} never acknowledged: {delivery.answers}"
+                assert time.monotonic() < deadline, (
+                    f"{delivery.message_id} never acknowledged: {delivery.answers}"
+                )
                 answer = await send(client, delivery)
                 if answer.status != 200:
                     await asyncio.sleep(0.1)
@@ -149,9 +151,7 @@ def unexpected_answers(deliveries: Sequence[Delivery]) -> list[tuple[str, Answer
 
 
 def status_counts(deliveries: Sequence[Delivery]) -> Counter[str]:
-    return Counter(
-        str(a.status) if a.outcome is None else a.outcome for d in deliveries for a in d.answers
-    )
+    return Counter(str(a.status) if a.outcome is None else a.outcome for d in deliveries for a in d.answers)
 
 
 async def assert_converged(conn: asyncpg.Connection, deliveries: Sequence[Delivery]) -> None:

@@ -63,10 +63,8 @@ def assert_applied_once(deliveries: Sequence[Delivery]) -> None:
     for message_id, answers in answers_by_message(deliveries).items():
         outcomes = sorted(a.outcome or str(a.status) for a in answers)
         deciding = [o for o in outcomes if o in ("applied", "stale")]
-        assert len(deciding) == 1 and all(o == "duplicate" for o in outcomes if o not in deciding), (
-            message_id,
-            outcomes,
-        )
+        assert len(deciding) == 1, (message_id, outcomes)
+        assert outcomes.count("duplicate") == len(outcomes) - 1, (message_id, outcomes)
 
 
 @pytest.mark.slow
@@ -112,7 +110,8 @@ async def test_storm_of_50_copies_is_applied_once(
     async with clients(two_instances) as clients_:
         await send_all(plan, clients_, concurrency=50)
     outcomes = sorted(a.outcome or str(a.status) for a in delivery.answers)
-    assert outcomes.count("applied") == 1 and outcomes.count("duplicate") == 49, status_counts([delivery])
+    assert outcomes.count("applied") == 1, status_counts([delivery])
+    assert outcomes.count("duplicate") == 49, status_counts([delivery])
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 1
     assert await db.fetchval("SELECT attempts FROM webhook_events") == 1
     await assert_converged(db, [delivery])

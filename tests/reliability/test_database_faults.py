@@ -76,7 +76,9 @@ async def test_database_outage_under_load(
 
             sent = list(stream.sent)
             assert not unexpected_answers(sent), unexpected_answers(sent)[:5]
-            during = [a for d in sent for a in d.answers if a.started >= down_since and a.finished <= down_until]
+            during = [
+                a for d in sent for a in d.answers if a.started >= down_since and a.finished <= down_until
+            ]
             assert during, "no request was answered while the database was down: the test proved nothing"
             assert {a.status for a in during} == {503}, status_counts(sent)
 
@@ -88,6 +90,29 @@ async def test_database_outage_under_load(
             await deliver_until_acknowledged(client, sent)
     async with connected(faulty_database_url) as conn:
         await assert_converged(conn, sent)
+
+
+async def test_service_started_while_the_database_is_down(
+    faulty_postgres: OwnPostgres, faulty_database_url: str
+) -> None:
+    """The service starts (and is live, not ready) with PostgreSQL down, answers 503, and works as
+    soon as PostgreSQL is back, with no restart."""
+    stream = UpdateStream(users=2)
+    await asyncio.to_thread(faulty_postgres.stop, "fast")
+    with start_service(make_settings(faulty_database_url, **FAULT_ENV)) as service:
+        async with service.client() as client:
+            assert (await client.get("/health/live")).status_code == 200
+            assert (await client.get("/health/ready")).status_code == 503
+            early = stream.next()
+            answer = await send(client, early)
+            assert answer.status == 503, answer
+            assert answer.retry_after, answer
+            await asyncio.to_thread(faulty_postgres.start)
+            assert (await client.get("/health/ready")).status_code == 200
+            assert (await send(client, stream.next())).outcome == "applied"
+            await deliver_until_acknowledged(client, stream.sent)
+    async with connected(faulty_database_url) as conn:
+        await assert_converged(conn, stream.sent)
 
 
 @pytest.mark.slow
@@ -115,7 +140,8 @@ async def test_backends_killed_mid_transaction(faulty_database_url: str) -> None
             sent = list(stream.sent)
             assert not unexpected_answers(sent), unexpected_answers(sent)[:5]
             counts = status_counts(sent)
-            assert killed > 0 and counts["503"] > 0, (killed, counts)
+            assert killed > 0, "no backend was killed while busy: the test proved nothing"
+            assert counts["503"] > 0, (killed, counts)
             assert counts["applied"] > 0, counts
 
             await deliver_until_acknowledged(client, sent)
@@ -156,7 +182,8 @@ async def test_pool_exhaustion_answers_503(faulty_database_url: str) -> None:
             assert [a.status for a in answers] == [503, 503, 503], answers
             assert all(a.retry_after for a in answers)
             assert waited < 1.8, f"acquire should time out after 0.5 s, took {waited:.1f} s"
-            assert stuck_result.status == 503 and stuck_result.retry_after, stuck_result
+            assert stuck_result.status == 503, stuck_result
+            assert stuck_result.retry_after, stuck_result
             assert ready.status_code == 503, ready.text
 
             await locker_tx.rollback()
@@ -180,7 +207,10 @@ async def test_statement_timeout_answers_503_then_recovers(faulty_database_url: 
     """The users table is locked by someone else, so the batch's statement cannot finish in time:
     the client-side DB_COMMAND_TIMEOUT, or the server's statement_timeout / lock_timeout set by an
     operator, cancels it. Answer 503 (not 500, not a hang), write nothing, recover when it is gone."""
-    env = FAULT_ENV | {"DB_COMMAND_TIMEOUT": "1" if how == "command_timeout" else "30", "INGEST_TIMEOUT_SECONDS": "8"}
+    env = FAULT_ENV | {
+        "DB_COMMAND_TIMEOUT": "1" if how == "command_timeout" else "30",
+        "INGEST_TIMEOUT_SECONDS": "8",
+    }
     if how != "command_timeout":
         async with connected(faulty_database_url) as conn:
             database = await conn.fetchval("SELECT current_database()")
@@ -194,7 +224,8 @@ async def test_statement_timeout_answers_503_then_recovers(faulty_database_url: 
             await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
             blocked = stream.next(stream.user_ids[0])
             answer = await send(client, blocked)
-            assert answer.status == 503 and answer.retry_after, answer
+            assert answer.status == 503, answer
+            assert answer.retry_after, answer
             assert answer.finished - answer.started < 5, "answered by the ingest timeout, not the statement's"
             await locker_tx.rollback()
 

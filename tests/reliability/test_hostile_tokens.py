@@ -52,7 +52,7 @@ def api(migrated_database_url: str, issuer: TokenIssuer) -> Iterator[tuple[httpx
 
 
 def get_me(client: httpx.Client, authorization: str | bytes | None) -> httpx.Response:
-    headers = {} if authorization is None else {"authorization": authorization}
+    headers: dict[str, Any] = {} if authorization is None else {"authorization": authorization}
     if isinstance(authorization, str) and authorization.count(".") >= 2 and len(authorization) > 20:
         collector.mark_sensitive(authorization.removeprefix("Bearer ").strip())
     return client.get("/users/me", headers=headers)
@@ -81,7 +81,9 @@ def test_genuine_token_of_an_unsynced_user_is_404(api: tuple[httpx.Client, str],
 
 
 @pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer null", "Basic dXNlcjpwYXNz"])
-def test_missing_or_empty_authorization_is_401(api: tuple[httpx.Client, str], authorization: str | None) -> None:
+def test_missing_or_empty_authorization_is_401(
+    api: tuple[httpx.Client, str], authorization: str | None
+) -> None:
     client, _ = api
     assert_refused(get_me(client, authorization))
 
@@ -94,9 +96,7 @@ def _b64(data: bytes) -> str:
 
 
 def _forge(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
-    return ".".join(
-        [_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode()), _b64(signature)]
-    )
+    return ".".join([_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode()), _b64(signature)])
 
 
 @st.composite
@@ -105,9 +105,10 @@ def hostile_tokens(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) -> str:
     now = int(time.time())
     attack = draw(
         st.sampled_from(
-            ["expired", "not-yet-valid", "wrong-iss", "wrong-aud", "no-exp", "exp-text", "no-sub", "sub-types",
-             "alg-none", "hs256-public-key", "other-ed25519-key", "unknown-kid", "no-kid", "rs256-own-key",
-             "es256-own-key", "tampered-claims", "truncated", "garbage-segments", "iat-future-exp-past"]
+            ["expired", "not-yet-valid", "wrong-iss", "wrong-aud", "no-exp", "exp-text", "no-sub",
+             "sub-types", "alg-none", "hs256-public-key", "other-ed25519-key", "unknown-kid", "no-kid",
+             "rs256-own-key", "es256-own-key", "tampered-claims", "truncated", "garbage-segments",
+             "iat-future-exp-past"]
         )
     )  # fmt: skip
     note(f"attack={attack}")
@@ -116,7 +117,9 @@ def hostile_tokens(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) -> str:
     if attack == "not-yet-valid":
         return issuer.token(user_id, nbf=now + draw(st.integers(600, 10**8)))
     if attack == "wrong-iss":
-        return issuer.token(user_id, iss=draw(st.sampled_from(["https://evil.example", "", issuer.origin + "/"])))
+        return issuer.token(
+            user_id, iss=draw(st.sampled_from(["https://evil.example", "", issuer.origin + "/"]))
+        )
     if attack == "wrong-aud":
         aud = draw(st.sampled_from(["https://evil.example", "", ["https://evil.example"], 42]))
         return issuer.token(user_id, aud=aud)
@@ -127,14 +130,18 @@ def hostile_tokens(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) -> str:
     if attack == "no-sub":
         return issuer.token(user_id, sub=DROP)
     if attack == "sub-types":
-        claims = issuer.claims(user_id, sub=draw(st.sampled_from([0, None, [user_id], {"id": user_id}, True])))
+        claims = issuer.claims(
+            user_id, sub=draw(st.sampled_from([0, None, [user_id], {"id": user_id}, True]))
+        )
         return _forge({"alg": "EdDSA", "kid": issuer.kid}, claims, b"x" * 64)
     if attack == "alg-none":
         alg = draw(st.sampled_from(["none", "None", "NONE", "nOnE"]))
         return _forge({"alg": alg, "kid": issuer.kid, "typ": "JWT"}, issuer.claims(user_id))
     if attack == "hs256-public-key":
         public = issuer.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        secret = draw(st.sampled_from([public, _b64(public).encode(), json.dumps(issuer.jwks()["keys"][0]).encode()]))
+        secret = draw(
+            st.sampled_from([public, _b64(public).encode(), json.dumps(issuer.jwks()["keys"][0]).encode()])
+        )
         # By hand: PyJWT (rightly) refuses to use something that looks like a public key as an HMAC secret.
         signing_input = ".".join(
             _b64(json.dumps(part).encode())
@@ -145,7 +152,9 @@ def hostile_tokens(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) -> str:
     if attack == "other-ed25519-key":
         return issuer.token(user_id, key=Ed25519PrivateKey.generate())
     if attack == "unknown-kid":
-        return issuer.token(user_id, kid=draw(st.text(min_size=1, max_size=50) | st.sampled_from(["../../x", "0" * 5000])))
+        return issuer.token(
+            user_id, kid=draw(st.text(min_size=1, max_size=50) | st.sampled_from(["../../x", "0" * 5000]))
+        )
     if attack == "no-kid":
         return issuer.token(user_id, key=Ed25519PrivateKey.generate(), kid=DROP)
     if attack == "rs256-own-key":
@@ -153,9 +162,9 @@ def hostile_tokens(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) -> str:
     if attack == "es256-own-key":
         return issuer.token(user_id, key=ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
     if attack == "tampered-claims":
-        header, _, signature = issuer.token(user_id).split(".")
+        header, _, genuine_signature = issuer.token(user_id).split(".")
         other = _b64(json.dumps(issuer.claims(draw(st.sampled_from(["admin", user_id + "x"])))).encode())
-        return f"{header}.{other}.{signature}"
+        return f"{header}.{other}.{genuine_signature}"
     if attack == "truncated":
         token = issuer.token(user_id)
         return token[: draw(st.integers(0, len(token) - 1))]
@@ -172,20 +181,26 @@ def hostile_authorization(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) ->
     if shape == "missing":
         return None
     if shape == "raw":
-        return draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300).map(str.strip))
+        return draw(
+            st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300).map(str.strip)
+        )
     if shape == "bytes":
         return draw(st.binary(min_size=1, max_size=100).filter(lambda b: not set(b) & {0, 10, 13}))
     token = draw(hostile_tokens(issuer, user_id))
     if shape == "scheme":
         genuine = issuer.token(user_id)
-        scheme = draw(st.sampled_from(["Basic ", "Token ", "Bearer", "Bearer:", "Bearer  x ", "JWT ", "Bearer\t"]))
+        scheme = draw(
+            st.sampled_from(["Basic ", "Token ", "Bearer", "Bearer:", "Bearer  x ", "JWT ", "Bearer\t"])
+        )
         return scheme + draw(st.sampled_from([genuine[:-3] + "abc", token, ""])).strip()
     return draw(st.sampled_from(["Bearer ", "bearer ", "BEARER "])) + token
 
 
 @fuzz_settings(ci_examples=120)
 @given(data=st.data())
-def test_hostile_authorization_is_refused(api: tuple[httpx.Client, str], issuer: TokenIssuer, data: Any) -> None:
+def test_hostile_authorization_is_refused(
+    api: tuple[httpx.Client, str], issuer: TokenIssuer, data: Any
+) -> None:
     """FAILS until the auth branch (GET /users/me) is merged: the route is a 404 before that."""
     client, user_id = api
     authorization = data.draw(hostile_authorization(issuer, user_id))
@@ -198,7 +213,9 @@ def test_hostile_authorization_is_refused(api: tuple[httpx.Client, str], issuer:
     assert user_id not in response.text
 
 
-def test_unknown_kid_storm_does_not_hammer_the_jwks(api: tuple[httpx.Client, str], issuer: TokenIssuer) -> None:
+def test_unknown_kid_storm_does_not_hammer_the_jwks(
+    api: tuple[httpx.Client, str], issuer: TokenIssuer
+) -> None:
     """DESIGN: the JWKS is refetched on an unknown kid, rate-limited. 50 tokens with fresh unknown kids
     must not cause 50 fetches (a DoS amplifier against Better Auth)."""
     client, user_id = api

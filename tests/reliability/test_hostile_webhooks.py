@@ -42,7 +42,9 @@ URL = "/webhooks/better-auth"
 
 
 @pytest.fixture(scope="module")
-def fuzzed(migrated_database_url: str) -> Iterator[tuple[ServiceUnderTest, httpx.Client, psycopg.Connection[Any]]]:
+def fuzzed(
+    migrated_database_url: str,
+) -> Iterator[tuple[ServiceUnderTest, httpx.Client, psycopg.Connection[Any]]]:
     """One service for the module, with a few users already synced (rejected input must not touch
     them), a plain HTTP client and a database connection to look at the rows."""
     with (
@@ -115,7 +117,7 @@ SIGNATURE_JUNK = (
     "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "v1a,abc", "v1,abc v1,def", "v1,\x7f",
     "v1," + "A" * 70_000, " ".join(["v1,abc"] * 2_000), "v1,abc\tv1,def",
 )  # fmt: skip
-TIMESTAMP_JUNK = (
+TIMESTAMP_JUNK: tuple[str | bytes, ...] = (
     "0", "-1", "1e20", "nan", "inf", "-inf", "9" * 30, "", "1.5", "0x10", "now", "١٢٣".encode(),
 )  # fmt: skip
 header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
@@ -208,7 +210,8 @@ def test_hostile_headers(fuzzed: Any, attack: HeaderAttack) -> None:
 
     assert response.status_code < 500, (kind, response.status_code, response.text[:200])
     if genuine is True:
-        assert response.status_code == 200 and response.json()["status"] == "applied", (kind, response.text)
+        assert response.status_code == 200, (kind, response.text)
+        assert response.json()["status"] == "applied", (kind, response.text)
     elif genuine is False:
         assert response.status_code in (400, 401, 431), (kind, response.status_code, response.text[:200])
         if response.status_code == 401:
@@ -259,7 +262,8 @@ def test_control_characters_in_headers(fuzzed: Any, raw_headers: bytes) -> None:
     before = users_snapshot(conn)
     request = (
         b"POST " + URL.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + raw_headers + b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+        + raw_headers + b"Content-Length: " + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n" + body
     )  # fmt: skip
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(request)
@@ -283,8 +287,8 @@ def _with_raw(path: tuple[str, ...], fragment: bytes, kind: str = "user.created"
     return mutated_body(valid_payload(kind=kind), [Mutation(path, fragment)])
 
 
-@pytest.mark.parametrize("depth", [200, 950, 1_100, 5_000, 100_000])
-@pytest.mark.parametrize("where", [("data", "role"), ("extra",), ("data",)])
+@pytest.mark.parametrize("depth", [200, 1_100, 100_000])
+@pytest.mark.parametrize("where", [("data", "role"), ("extra",)], ids=["data.role", "top-level"])
 def test_deeply_nested_json_is_not_a_500(fuzzed: Any, depth: int, where: tuple[str, ...]) -> None:
     """Nesting beyond the JSON decoder's recursion limit (~1000 levels) once raised RecursionError,
     which is not a msgspec.DecodeError, and became a 500."""
@@ -340,7 +344,8 @@ def test_unknown_field_with_an_out_of_range_number_is_ignored(fuzzed: Any, numbe
     payload = valid_payload()
     body = mutated_body(payload, [Mutation(("data", "role"), number)])
     response = post_signed(client, body)
-    assert response.status_code == 200 and response.json() == {"status": "applied"}, response.text
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "applied"}
     row = conn.execute("SELECT email FROM users WHERE id = %s", (payload["data"]["id"],)).fetchone()
     assert row == (payload["data"]["email"],)
 
@@ -390,7 +395,9 @@ def test_rejected_retry_of_a_message_id_is_evaluated_again(fuzzed: Any) -> None:
     good = encode(payload)
     response = client.post(URL, content=good, headers=sign(good, message_id=message_id))
     assert response.json() == {"status": "applied"}
-    assert client.post(URL, content=bad, headers=sign(bad, message_id=message_id)).json() == {"status": "duplicate"}
+    assert client.post(URL, content=bad, headers=sign(bad, message_id=message_id)).json() == {
+        "status": "duplicate"
+    }
     assert conn.execute("SELECT email FROM users WHERE id = %s", (payload["data"]["id"],)).fetchone() == (
         payload["data"]["email"],
     )

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import given
+from hypothesis.strategies import SearchStrategy
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 
 from tests.reliability.conftest import fuzz_settings
-from tests.support import ServiceUnderTest, make_settings, start_service
+from tests.support import make_settings, start_service
 
 DOCUMENTED_AT_LEAST = {("POST", "/webhooks/better-auth"), ("GET", "/health/live"), ("GET", "/health/ready")}
 
@@ -31,10 +33,10 @@ def schema(migrated_database_url: str) -> Iterator[schemathesis.schemas.BaseSche
         yield schemathesis.openapi.from_url(f"{service.base_url}/schema/openapi.json")
 
 
-def _fuzz(strategy: object, seen: Counter[tuple[str, str, int]]) -> None:
+def _fuzz(strategy: SearchStrategy[schemathesis.Case[Any]], seen: Counter[tuple[str, str, int]]) -> None:
     @fuzz_settings(ci_examples=60)
     @given(case=strategy)
-    def call(case: schemathesis.Case) -> None:
+    def call(case: schemathesis.Case[Any]) -> None:
         response = case.call(timeout=30)
         seen[(case.method.upper(), case.path, response.status_code)] += 1
         case.validate_response(response, checks=[not_a_server_error])
@@ -43,7 +45,7 @@ def _fuzz(strategy: object, seen: Counter[tuple[str, str, int]]) -> None:
 
 
 def test_valid_requests_never_answer_5xx(schema: schemathesis.schemas.BaseSchema) -> None:
-    operations = {(op.ok().method.upper(), op.ok().path) for op in schema.get_all_operations()}
+    operations = {(op.method.upper(), op.path) for op in _operations(schema)}
     assert operations >= DOCUMENTED_AT_LEAST, operations
     seen: Counter[tuple[str, str, int]] = Counter()
     _fuzz(schema.as_strategy(generation_mode=GenerationMode.POSITIVE), seen)
@@ -51,12 +53,17 @@ def test_valid_requests_never_answer_5xx(schema: schemathesis.schemas.BaseSchema
 
 
 def test_invalid_requests_never_answer_5xx(schema: schemathesis.schemas.BaseSchema) -> None:
-    with_parameters = [
-        op.ok() for op in schema.get_all_operations() if list(op.ok().iter_parameters()) or op.ok().body
-    ]
+    with_parameters = [op for op in _operations(schema) if list(op.iter_parameters()) or op.body]
     if not with_parameters:
         pytest.skip("no documented operation takes parameters yet, so none can be sent invalid ones")
     seen: Counter[tuple[str, str, int]] = Counter()
     for operation in with_parameters:
         _fuzz(operation.as_strategy(generation_mode=GenerationMode.NEGATIVE), seen)
     assert seen
+
+
+def _operations(
+    schema: schemathesis.schemas.BaseSchema,
+) -> list[schemathesis.schemas.APIOperation[Any, Any, Any, Any]]:
+    """Every operation; a part of the document schemathesis cannot read is a failure, not a skip."""
+    return [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
