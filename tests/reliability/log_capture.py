@@ -19,6 +19,10 @@ from sync_service.logs import JsonFormatter
 # Every name and email the reliability tests send contains this marker, so one search finds them all.
 PII_MARKER = "pii-canary"
 
+# The tests' own HTTP clients log the URLs they request (query strings included); those lines are the
+# test's, not the service's, and are left out of the search.
+CLIENT_LOGGERS = ("httpx", "httpcore", "urllib3", "requests", "hypothesis", "schemathesis")
+
 
 class RecordCollector:
     def __init__(self) -> None:
@@ -56,6 +60,8 @@ class RecordCollector:
         formatter = JsonFormatter()
         lines = []
         for record in list(self._records[start:]):
+            if record.name.split(".")[0] in CLIENT_LOGGERS:
+                continue
             try:
                 lines.append(formatter.format(record))
             except Exception as exc:  # a record that cannot be rendered is itself a finding
