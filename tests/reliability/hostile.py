@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import hmac_data
 
 from tests.reliability.log_capture import PII_MARKER
-from tests.support import SECRET, encode, envelope, signed_headers, user_data
+from tests.support import SECRET, envelope, signed_headers, user_data
 
 HANDLED = ("user.created", "user.updated")
 ACKNOWLEDGED = ("applied", "duplicate", "stale", "ignored")
@@ -216,6 +216,3 @@ def stamp_too_old() -> str:
 
 def stamp_too_new() -> str:
     return str(int((datetime.now(UTC) + timedelta(minutes=10)).timestamp()))
-
-
-__all__ = ["encode"]
