@@ -209,8 +209,15 @@ def test_hostile_authorization_is_refused(
     except httpx.LocalProtocolError:
         return  # not sendable as a header (h11 refuses it); nothing reached the service
     assert response.status_code < 500, response.text
+    if response.status_code == 400 and _has_control_characters(authorization):
+        return  # not a valid HTTP header value: the HTTP layer refuses it before the app sees it
     assert_refused(response)
     assert user_id not in response.text
+
+
+def _has_control_characters(value: str | bytes) -> bool:
+    raw = value.encode("latin-1", "replace") if isinstance(value, str) else value
+    return any((b < 0x20 and b != 0x09) or b == 0x7F for b in raw)
 
 
 def test_unknown_kid_storm_does_not_hammer_the_jwks(
