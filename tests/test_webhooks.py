@@ -367,6 +367,7 @@ def _invalid_cases() -> list[tuple[str, dict[str, Any], str]]:
             envelope(with_(createdAt=iso(NOW + timedelta(hours=1)), updatedAt=iso(NOW + timedelta(hours=1)))),
             "data.createdAt",
         ),
+        ("updated in the future", envelope(with_(updatedAt=iso(NOW + timedelta(hours=1)))), "data.updatedAt"),
         (
             "updated before created",
             envelope(with_(updatedAt=iso(created - timedelta(seconds=1)))),
