@@ -26,7 +26,8 @@ from tests.support import (
     user_data,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "better-auth-1.7.25-deliveries.jsonl"
+# Bodies a real Better Auth 1.7.25 server produced (a copy of ../shared/fixtures/).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "better-auth-1.7.25-deliveries.jsonl"
 _now = datetime.now(UTC)
 NOW = _now.replace(microsecond=_now.microsecond // 1000 * 1000)  # Better Auth sends milliseconds
 
