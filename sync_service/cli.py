@@ -39,6 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--rollback", type=int, metavar="N", help="roll back the newest N migrations")
     group.add_argument("--list", action="store_true", help="show each migration and whether it is applied")
     migrate.set_defaults(handler=_migrate)
+
+    from sync_service.replay_options import DESCRIPTION as REPLAY_DESCRIPTION
+    from sync_service.replay_options import add_arguments as add_replay_arguments
+
+    replay = verbs.add_parser(
+        "replay", help="re-apply webhook payloads from a JSON Lines file or the inbox",
+        description=REPLAY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    add_replay_arguments(replay)
+    replay.set_defaults(handler=_replay, replay_parser=replay)
     return parser
 
 
@@ -70,6 +80,12 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     done = migrations.apply(url)
     print("applied: " + (", ".join(done) if done else "nothing (schema at head)"))
     return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from sync_service import replay
+
+    return replay.main(args, settings, migration_url=_migration_url)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
