@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import hashlib
 import sys
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 
 import asyncpg
@@ -30,10 +31,18 @@ from sync_service.replay_sources import (
     SourceItem,
     count_inbox,
     count_lines,
-    file_items,
-    inbox_items,
+    file_chunks,
+    inbox_chunks,
 )
-from sync_service.replay_targets import DirectTarget, HttpTarget, Rules, Sink, Target, ValidateOnlyTarget
+from sync_service.replay_targets import (
+    Assigned,
+    DirectTarget,
+    HttpTarget,
+    Rules,
+    Sink,
+    Target,
+    ValidateOnlyTarget,
+)
 
 _CONFLICT_PASSES = 3
 _MAX_HELD_CONFLICTS = 100_000
@@ -53,7 +62,27 @@ def main(
     return asyncio.run(run(options))
 
 
+@contextlib.contextmanager
+def _few_gc_passes() -> Iterator[None]:
+    """A replay allocates millions of short-lived, acyclic objects that reference counting frees; the
+    cyclic collector's default thresholds would rescan the live set thousands of times (measured: about
+    a sixth of the CPU of a --direct run). Collect less often for the run, then restore."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 async def run(options: Options) -> int:
+    with _few_gc_passes():
+        return await _run(options)
+
+
+async def _run(options: Options) -> int:
     failed_out = FailedOut(options.failed_out) if options.failed_out else None
     report = Report(failed_out=failed_out)
     conflicts = _ConflictRetry(report, enabled=not options.dry_run)
@@ -64,12 +93,15 @@ async def run(options: Options) -> int:
         await target.start()
         if options.inbox_database is not None:
             source_pool = await create_pool(replace(options.inbox_database, pool_size=1, max_overflow=0))
-        async with _open_source(options, source_pool, report) as items:
-            async for item in items:
-                if isinstance(item, InvalidLine):
-                    report.invalid(item)
-                else:
-                    await target.submit(item, message_id_for(item, options.id_mode))
+        async with _open_source(options, source_pool, report) as chunks:
+            async for chunk in chunks:
+                events: list[Assigned] = []
+                for item in chunk:
+                    if isinstance(item, InvalidLine):
+                        report.invalid(item)
+                    else:
+                        events.append((item, message_id_for(item, options.id_mode)))
+                await target.submit(events)
         await target.drain()
         await conflicts.retry(target)
     except (OSError, EOFError, zlib.error, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -120,9 +152,7 @@ class _ConflictRetry:
             if not self._held or target.aborted is not None:
                 return
             held, self._held = self._held, []
-            for event, message_id, _, _ in held:
-                assert message_id is not None
-                await target.submit(event, message_id)
+            await target.submit([(event, message_id) for event, message_id, _, _ in held if message_id])
             await target.drain()
             if len(self._held) >= len(held):
                 return  # no progress: these conflicts are real
@@ -153,13 +183,13 @@ def _target(options: Options, sink: Sink) -> Target:
 @contextlib.asynccontextmanager
 async def _open_source(
     options: Options, pool: asyncpg.Pool | None, report: Report
-) -> AsyncIterator[AsyncIterator[SourceItem]]:
+) -> AsyncIterator[AsyncIterator[list[SourceItem]]]:
     """The source's items; on a terminal, the progress bar is set up once the source's size is known."""
     show_progress = sys.stderr.isatty()
     if options.file is not None:
         if show_progress:
             report.progress = Progress(sys.stderr, count_lines(options.file))
-        yield file_items(options.file)
+        yield file_chunks(options.file)
         return
     assert pool is not None
     assert options.inbox_filter is not None
@@ -169,7 +199,7 @@ async def _open_source(
             await conn.execute(sql.REPLAY_SESSION_SETTINGS)
         if show_progress:
             report.progress = Progress(sys.stderr, await count_inbox(conn, options.inbox_filter))
-        yield inbox_items(conn, options.inbox_filter)
+        yield inbox_chunks(conn, options.inbox_filter)
 
 
 async def _settle(target: Target) -> None:

@@ -102,8 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     tuning = parser.add_argument_group("tuning")
     tuning.add_argument(
-        "--batch-size", type=_bounded(1, 10_000), default=1_000, metavar="N",
-        help="--direct: events per transaction (default 1000)",
+        "--batch-size", type=_bounded(1, 10_000), default=2_000, metavar="N",
+        help="--direct: events per transaction (default 2000)",
     )  # fmt: skip
     tuning.add_argument(
         "--connections", type=_bounded(1, 32), default=2, metavar="N",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, NamedTuple, cast
 
 import asyncpg
 import msgspec
@@ -27,20 +27,28 @@ _READ_CHUNK_LINES = 2_000
 INBOX_PAGE_ROWS = 1_000
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayEvent:
-    """One payload to re-apply. `position` names it in reports: a line number or an inbox message id."""
+class ReplayEvent(NamedTuple):
+    """One payload to re-apply (a tuple: a replay makes millions of them)."""
 
-    position: str
+    line: int  # its line in the file; 0 for an inbox row
     payload: bytes
-    original_id: str | None = None
+    original_id: str | None = None  # a file delivery's "id", an inbox row's message id
     user_id: str | None = None  # known for inbox rows; see `user_id_of` for payloads
+
+    @property
+    def position(self) -> str:
+        """How reports name it: a line number, or an inbox message id."""
+        return f"line {self.line}" if self.line else f"message {self.original_id}"
 
 
 @dataclass(frozen=True, slots=True)
 class InvalidLine:
-    position: str
+    line: int
     reason: str
+
+    @property
+    def position(self) -> str:
+        return f"line {self.line}"
 
 
 SourceItem = ReplayEvent | InvalidLine
@@ -66,23 +74,22 @@ def parse_line(number: int, line: bytes) -> SourceItem | None:
     text = line.strip()
     if not text:
         return None
-    position = f"line {number}"
     if text[:1] != b"{":
-        return InvalidLine(position, "not a JSON object")
+        return InvalidLine(number, "not a JSON object")
     try:
         shape = msgspec.json.decode(text, type=_LineShape)
     except msgspec.DecodeError as exc:
-        return InvalidLine(position, f"not valid JSON ({exc})")
+        return InvalidLine(number, f"not valid JSON ({exc})")
     if not shape.payload:
-        return ReplayEvent(position, text)
+        return ReplayEvent(number, text)
     payload = bytes(shape.payload)
     if payload[:1] != b"{":
-        return InvalidLine(position, "payload must be a JSON object")
+        return InvalidLine(number, "payload must be a JSON object")
     try:
         original_id = msgspec.json.decode(shape.id, type=str | None)
     except msgspec.ValidationError:
-        return InvalidLine(position, "id must be a string")
-    return ReplayEvent(position, payload, original_id)
+        return InvalidLine(number, "id must be a string")
+    return ReplayEvent(number, payload, original_id)
 
 
 def user_id_of(event: ReplayEvent) -> str | None:
@@ -119,19 +126,19 @@ def count_lines(path: str) -> int | None:
     return count + (last != b"\n")
 
 
-async def file_items(path: str) -> AsyncIterator[SourceItem]:
+async def file_chunks(path: str) -> AsyncIterator[list[SourceItem]]:
+    """The file's items, a few thousand lines at a time."""
     stream = open_lines(path)
     number = 0
     try:
-        while True:
-            lines = await asyncio.to_thread(_read_lines, stream)
-            if not lines:
-                return
+        while lines := await asyncio.to_thread(_read_lines, stream):
+            items: list[SourceItem] = []
             for line in lines:
                 number += 1
                 item = parse_line(number, line)
                 if item is not None:
-                    yield item
+                    items.append(item)
+            yield items
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -146,7 +153,7 @@ def _read_lines(stream: IO[bytes]) -> list[bytes]:
     return lines
 
 
-async def inbox_items(conn: asyncpg.Connection, where: InboxFilter) -> AsyncIterator[SourceItem]:
+async def inbox_chunks(conn: asyncpg.Connection, where: InboxFilter) -> AsyncIterator[list[SourceItem]]:
     """Matching inbox rows, oldest first, a page at a time (keyset on received_at, message_id): memory
     stays flat and each page starts at the cursor in the index, whatever the table's size."""
     cursor_at, cursor_id = where.since, ""
@@ -161,8 +168,9 @@ async def inbox_items(conn: asyncpg.Connection, where: InboxFilter) -> AsyncIter
             cursor_id,
             INBOX_PAGE_ROWS,
         )
-        for message_id, user_id, _received_at, payload in rows:
-            yield ReplayEvent(f"message {message_id}", payload.encode(), message_id, user_id)
+        yield [
+            ReplayEvent(0, payload.encode(), message_id, user_id) for message_id, user_id, _, payload in rows
+        ]
         if len(rows) < INBOX_PAGE_ROWS:
             return
         cursor_id, cursor_at = rows[-1][0], rows[-1][2]

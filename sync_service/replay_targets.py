@@ -51,11 +51,14 @@ class Sink(Protocol):
     ) -> None: ...
 
 
+Assigned = tuple[ReplayEvent, str]  # an event and the message id it is replayed under
+
+
 class Target(Protocol):
     aborted: str | None
 
     async def start(self) -> None: ...
-    async def submit(self, event: ReplayEvent, message_id: str) -> None: ...
+    async def submit(self, events: list[Assigned]) -> None: ...
     async def drain(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -81,10 +84,6 @@ class Rules:
 def _backoff(attempt: int, cap: float) -> float:
     """Exponential from 0.25 s, capped, with full jitter so parallel retries spread out."""
     return random.uniform(0.5, 1.0) * min(cap, 0.25 * 2.0 ** (attempt - 1))
-
-
-def _partition(key: str | None, fallback: str, count: int) -> int:
-    return hash(key or fallback) % count
 
 
 class _Lanes:
@@ -166,31 +165,30 @@ class DirectTarget:
         self._connections: list[asyncpg.Connection | None] = [None] * connections
         self._buffers: list[_Batch] = [[] for _ in range(connections)]
         self._lanes = _Lanes(connections, 2, self._apply)  # type: ignore[arg-type]
-        self._since_yield = 0
         self.aborted = None
 
     async def start(self) -> None:
         self._pool = await create_pool(self._database)
         self._lanes.start()
 
-    async def submit(self, event: ReplayEvent, message_id: str) -> None:
-        try:
-            delivery = self._rules.parse(event, message_id)
-        except MalformedBody as exc:
-            self._sink(event, message_id, "failed", str(exc))
-            return
-        lane = _partition(delivery.user_id, message_id, len(self._buffers))
-        buffer = self._buffers[lane]
-        buffer.append((event, delivery))
-        if len(buffer) >= self._batch_size:
-            self._buffers[lane] = []
-            await self._lanes.put(lane, buffer)
-        self._since_yield += 1
-        if self._since_yield >= 50:
-            # Parsing is CPU work on the event loop: let the lanes answer PostgreSQL between chunks, or
-            # each round trip of a batch would wait for a whole batch of parsing.
-            self._since_yield = 0
-            await asyncio.sleep(0)
+    async def submit(self, events: list[Assigned]) -> None:
+        lanes = len(self._buffers)
+        for count, (event, message_id) in enumerate(events, 1):
+            try:
+                delivery = self._rules.parse(event, message_id)
+            except MalformedBody as exc:
+                self._sink(event, message_id, "failed", str(exc))
+                continue
+            lane = hash(delivery.user_id or message_id) % lanes
+            buffer = self._buffers[lane]
+            buffer.append((event, delivery))
+            if len(buffer) >= self._batch_size:
+                self._buffers[lane] = []
+                await self._lanes.put(lane, buffer)
+            if count % 64 == 0:
+                # Parsing is CPU work on the event loop: let the lanes answer PostgreSQL between chunks,
+                # or each round trip of a batch would wait for the whole chunk to be parsed.
+                await asyncio.sleep(0)
 
     async def drain(self) -> None:
         for lane, buffer in enumerate(self._buffers):
@@ -227,7 +225,7 @@ class DirectTarget:
                 self._abort(_describe(exc, attempt))
                 break
             for (event, delivery), result in zip(batch, results, strict=True):
-                self._sink(event, delivery.message_id, result.outcome.value, result.detail)
+                self._sink(event, delivery.message_id, result.outcome, result.detail)
             return
         for event, delivery in batch:
             self._sink(event, delivery.message_id, "failed", f"not applied: {self.aborted}")
@@ -330,14 +328,15 @@ class HttpTarget:
         )
         self._lanes.start()
 
-    async def submit(self, event: ReplayEvent, message_id: str) -> None:
-        try:
-            check_message_id(message_id)
-        except MalformedBody as exc:
-            self._sink(event, message_id, "failed", str(exc))
-            return
-        lane = _partition(user_id_of(event), message_id, len(self._lanes.queues))
-        await self._lanes.put(lane, (event, message_id))
+    async def submit(self, events: list[Assigned]) -> None:
+        for event, message_id in events:
+            try:
+                check_message_id(message_id)
+            except MalformedBody as exc:
+                self._sink(event, message_id, "failed", str(exc))
+                continue
+            lane = hash(user_id_of(event) or message_id) % len(self._lanes.queues)
+            await self._lanes.put(lane, (event, message_id))
 
     async def drain(self) -> None:
         await self._lanes.join()
@@ -428,18 +427,19 @@ class ValidateOnlyTarget:
     async def start(self) -> None:
         return None
 
-    async def submit(self, event: ReplayEvent, message_id: str) -> None:
-        try:
-            delivery = self._rules.parse(event, message_id)
-        except MalformedBody as exc:
-            self._sink(event, message_id, "failed", str(exc), 400)
-            return
-        if delivery.rejection is not None:
-            self._sink(event, message_id, "rejected", str(delivery.rejection), 422)
-        elif delivery.user is None:
-            self._sink(event, message_id, "ignored")
-        else:
-            self._sink(event, message_id, WOULD_SEND)
+    async def submit(self, events: list[Assigned]) -> None:
+        for event, message_id in events:
+            try:
+                delivery = self._rules.parse(event, message_id)
+            except MalformedBody as exc:
+                self._sink(event, message_id, "failed", str(exc), 400)
+                continue
+            if delivery.rejection is not None:
+                self._sink(event, message_id, "rejected", str(delivery.rejection), 422)
+            elif delivery.user is None:
+                self._sink(event, message_id, "ignored")
+            else:
+                self._sink(event, message_id, WOULD_SEND)
 
     async def drain(self) -> None:
         return None
