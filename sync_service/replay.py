@@ -88,12 +88,34 @@ async def _run(options: Options) -> int:
     conflicts = _ConflictRetry(report, enabled=not options.dry_run)
     target = _target(options, conflicts.sink)
     stopped: str | None = None
-    source_pool: asyncpg.Pool | None = None
     try:
-        await target.start()
-        if options.inbox_database is not None:
-            source_pool = await create_pool(replace(options.inbox_database, pool_size=1, max_overflow=0))
-        async with _open_source(options, source_pool, report) as chunks:
+        try:
+            await target.start()
+        except _CONNECTION_ERRORS as exc:
+            stopped = f"cannot connect to the database: {_brief(exc)}"
+        else:
+            stopped = await _feed(options, report, target)
+            if stopped is None:
+                await conflicts.retry(target)
+    finally:
+        conflicts.release()
+        await target.close()
+        report.finish()
+    stopped = stopped or target.aborted
+    _print_summary(report, options, stopped)
+    return 0 if report.not_done == 0 and stopped is None else 1
+
+
+_CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def _feed(options: Options, report: Report, target: Target) -> str | None:
+    """Submit every event of the source, then wait for the target; why it stopped early, if it did."""
+    pool = None
+    if options.inbox_database is not None:
+        pool = await create_pool(replace(options.inbox_database, pool_size=1, max_overflow=0))
+    try:
+        async with _open_source(options, pool, report) as chunks:
             async for chunk in chunks:
                 events: list[Assigned] = []
                 for item in chunk:
@@ -102,20 +124,15 @@ async def _run(options: Options) -> int:
                     else:
                         events.append((item, message_id_for(item, options.id_mode)))
                 await target.submit(events)
-        await target.drain()
-        await conflicts.retry(target)
-    except (OSError, EOFError, zlib.error, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        stopped = f"cannot read the source: {_brief(exc)}"
-        await _settle(target)
+    except (*_CONNECTION_ERRORS, EOFError, zlib.error) as exc:
+        with contextlib.suppress(Exception):  # report what was already submitted; the source's error wins
+            await target.drain()
+        return f"cannot read the source: {_brief(exc)}"
     finally:
-        conflicts.release()
-        await target.close()
-        if source_pool is not None:
-            await source_pool.close()
-        report.finish()
-    stopped = stopped or target.aborted
-    _print_summary(report, options, stopped)
-    return 0 if report.not_done == 0 and stopped is None else 1
+        if pool is not None:
+            await pool.close()
+    await target.drain()
+    return None
 
 
 def message_id_for(event: ReplayEvent, mode: str) -> str:
@@ -202,12 +219,6 @@ async def _open_source(
         yield inbox_chunks(conn, options.inbox_filter)
 
 
-async def _settle(target: Target) -> None:
-    """After the source failed: finish what was already submitted, so it is reported."""
-    with contextlib.suppress(Exception):  # the source's error is the one reported
-        await target.drain()
-
-
 def _brief(exc: BaseException) -> str:
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate:
@@ -227,6 +238,3 @@ def _print_summary(report: Report, options: Options, stopped: str | None) -> Non
         if stopped:
             print(f"  stopped early: {stopped}")
     sys.stdout.flush()
-
-
-# --- argument types --------------------------------------------------------------------------------

@@ -168,7 +168,14 @@ class DirectTarget:
         self.aborted = None
 
     async def start(self) -> None:
+        """Connects one lane now, so a wrong DATABASE_URL or a database that is down fails at once."""
         self._pool = await create_pool(self._database)
+        try:
+            await self._connection(0)
+        except BaseException:
+            self._pool.terminate()
+            self._pool = None
+            raise
         self._lanes.start()
 
     async def submit(self, events: list[Assigned]) -> None:
@@ -384,6 +391,13 @@ class HttpTarget:
         except (msgspec.DecodeError, msgspec.ValidationError):
             answer = _Answer()
         code = response.status_code
+        if code == 401 and self.aborted is None:
+            # Every event is signed the same way: a refused signature is a configuration problem.
+            self.aborted = (
+                "the service refused the signature (HTTP 401): WEBHOOK_SECRET must hold one of the "
+                "service's secrets, and both clocks must agree within 5 minutes"
+            )
+            log.warning("replay stopped: %s", self.aborted)
         if code == 200 and answer.status in _ACKNOWLEDGED:
             self._sink(event, message_id, answer.status)
         elif code == 422:

@@ -383,6 +383,35 @@ async def test_url_target_stops_when_the_service_stays_unavailable(
     assert rerun == events  # everything not done can be re-run, in order
 
 
+async def test_url_target_stops_when_the_signature_is_refused(
+    migrated_database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_lines(tmp_path / "e.jsonl", *(envelope(user_data()) for _ in range(3)))
+    answers = [(401, {}, b'{"status_code":401,"detail":"invalid webhook signature"}')]
+    with _scripted_server(answers) as server:
+        code, summary, _ = await replay(
+            capsys, migrated_database_url, str(source), "--url", server.url, "--concurrency", "1"
+        )
+    assert len(server.requests) == 1
+    assert (code, outcomes(summary)) == (1, {"failed": 3})
+    assert "WEBHOOK_SECRET" in summary["stopped"]
+    assert summary["problems"][0]["status"] == 401
+
+
+async def test_direct_target_that_cannot_connect_stops_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_lines(tmp_path / "e.jsonl", envelope(user_data()))
+    started = time.monotonic()
+    code, summary, _ = await replay(
+        capsys, "postgresql://postgres@127.0.0.1:1/nowhere", str(source), "--direct"
+    )
+    assert time.monotonic() - started < 10
+    assert code == 1
+    assert summary["stopped"].startswith("cannot connect to the database")
+    assert summary["events"] == 0
+
+
 # --- inbox source -----------------------------------------------------------------------------------
 
 
