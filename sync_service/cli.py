@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
         help="check the environment, the database, the JWKS and the webhook secrets; one-screen report",
     )
     check.set_defaults(handler=_check_config)
+
+    from sync_service.replay_options import DESCRIPTION as REPLAY_DESCRIPTION
+    from sync_service.replay_options import add_arguments as add_replay_arguments
+
+    replay = verbs.add_parser(
+        "replay", help="re-apply webhook payloads from a JSON Lines file or the inbox",
+        description=REPLAY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    add_replay_arguments(replay)
+    replay.set_defaults(handler=_replay, replay_parser=replay)
     return parser
 
 
@@ -211,6 +221,12 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     done = migrations.apply(url)
     print("applied: " + (", ".join(done) if done else "nothing (schema at head)"))
     return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from sync_service import replay
+
+    return replay.main(args, settings, migration_url=_migration_url)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
