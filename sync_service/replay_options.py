@@ -6,6 +6,7 @@ Kept apart from the replay machinery so that building the CLI parser imports not
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -182,8 +183,12 @@ def resolve(args: argparse.Namespace, settings: Settings) -> Options:
             parser.error(f"{', '.join(used)} only apply to --inbox")
         if args.file != "-" and not Path(args.file).is_file():
             parser.error(f"{args.file}: no such file")
-    if args.failed_out and args.file not in (None, "-") and _same_file(args.failed_out, args.file):
-        parser.error("--failed-out must not be the input FILE")
+    if args.failed_out:
+        if args.file not in (None, "-") and _same_file(args.failed_out, args.file):
+            parser.error("--failed-out must not be the input FILE")
+        folder = Path(args.failed_out).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            parser.error(f"--failed-out {args.failed_out}: cannot write in {folder}")
     until = args.until or datetime.now(UTC)
     since = args.since or datetime(1, 1, 1, tzinfo=UTC)
     if since >= until:
