@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     source.add_argument(
         "--until", type=parse_when, metavar="WHEN",
-        help="inbox rows received before WHEN (default: when the run starts)",
+        help="inbox rows received before WHEN (at the latest, when the run starts)",
     )  # fmt: skip
 
     target = parser.add_argument_group("target (one of --url, --direct)")
@@ -189,7 +189,8 @@ def resolve(args: argparse.Namespace, settings: Settings) -> Options:
         folder = Path(args.failed_out).resolve().parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             parser.error(f"--failed-out {args.failed_out}: cannot write in {folder}")
-    until = args.until or datetime.now(UTC)
+    # Never later than the start: rows this run adds to the same inbox must not be read back.
+    until = min(args.until or datetime.max.replace(tzinfo=UTC), datetime.now(UTC))
     since = args.since or datetime(1, 1, 1, tzinfo=UTC)
     if since >= until:
         parser.error("--since must be earlier than --until")
