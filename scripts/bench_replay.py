@@ -191,17 +191,29 @@ class _BackendCpu:
         self._thread.join(timeout=5)
 
     def _sample(self) -> None:
+        """Re-reads the known backends' CPU often and looks for new backends seldom: scanning /proc takes
+        CPU from the run being measured."""
         ticks = os.sysconf("SC_CLK_TCK")
-        while not self._stop.wait(0.05):
-            for stat in Path("/proc").glob("[0-9]*/stat"):
+        known: set[Path] = set()
+        rounds = 0
+        while not self._stop.wait(0.1):
+            if rounds % 10 == 0:
+                known |= {stat for stat in Path("/proc").glob("[0-9]*/stat") if self._is_backend(stat.parent)}
+            rounds += 1
+            for stat in list(known):
                 try:
-                    cmdline = (stat.parent / "cmdline").read_bytes()
-                    if not cmdline.startswith(b"postgres: ") or self._database.encode() not in cmdline:
-                        continue
                     fields = stat.read_text().rsplit(")", 1)[1].split()
                 except OSError:
+                    known.discard(stat)  # the backend has exited; its last reading stays
                     continue
                 self._seen[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / ticks
+
+    def _is_backend(self, process: Path) -> bool:
+        try:
+            cmdline = (process / "cmdline").read_bytes()
+        except OSError:
+            return False
+        return cmdline.startswith(b"postgres: ") and self._database.encode() in cmdline
 
 
 class _service:  # a context manager named for what it gives

@@ -59,7 +59,18 @@ def main(
         applied = migrations.apply(migration_url(settings))
         if applied:
             print(f"replay: applied migrations {', '.join(applied)}", file=sys.stderr)
-    return asyncio.run(run(options))
+    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+        return runner.run(run(options))
+
+
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop (installed with uvicorn[standard], and what the service runs on) where available: asyncpg
+    and aiohttp spend less CPU per round trip on it."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 @contextlib.contextmanager

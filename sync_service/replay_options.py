@@ -6,6 +6,7 @@ Kept apart from the replay machinery so that building the CLI parser imports not
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     source.add_argument(
         "--until", type=parse_when, metavar="WHEN",
-        help="inbox rows received before WHEN (default: when the run starts)",
+        help="inbox rows received before WHEN (at the latest, when the run starts)",
     )  # fmt: skip
 
     target = parser.add_argument_group("target (one of --url, --direct)")
@@ -182,9 +183,14 @@ def resolve(args: argparse.Namespace, settings: Settings) -> Options:
             parser.error(f"{', '.join(used)} only apply to --inbox")
         if args.file != "-" and not Path(args.file).is_file():
             parser.error(f"{args.file}: no such file")
-    if args.failed_out and args.file not in (None, "-") and _same_file(args.failed_out, args.file):
-        parser.error("--failed-out must not be the input FILE")
-    until = args.until or datetime.now(UTC)
+    if args.failed_out:
+        if args.file not in (None, "-") and _same_file(args.failed_out, args.file):
+            parser.error("--failed-out must not be the input FILE")
+        folder = Path(args.failed_out).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            parser.error(f"--failed-out {args.failed_out}: cannot write in {folder}")
+    # Never later than the start: rows this run adds to the same inbox must not be read back.
+    until = min(args.until or datetime.max.replace(tzinfo=UTC), datetime.now(UTC))
     since = args.since or datetime(1, 1, 1, tzinfo=UTC)
     if since >= until:
         parser.error("--since must be earlier than --until")

@@ -193,7 +193,8 @@ class Report:
         if self.invalid_lines:
             lines.append(f"  (failed includes {self.invalid_lines:,} invalid lines)")
         if self.failed_out is not None:
-            lines.append(f"  {self.failed_out.count:,} events not done written to {self.failed_out.path}")
+            written = self.failed_out.count
+            lines.append(f"  {written:,} events to re-run written to {self.failed_out.path}")
         return "\n".join(lines)
 
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import aiohttp
 import asyncpg
-import httpx
 import msgspec
 
 from sync_service import sql
@@ -300,9 +300,14 @@ class _Answer(msgspec.Struct):
 class HttpTarget:
     """Signs each event with the first WEBHOOK_SECRET (svix's signer) and POSTs it.
 
-    `concurrency` workers share one client whose connections are kept alive. 429, 502, 503, 504 and
-    connection errors are retried with backoff, honouring Retry-After; an event still failing after
-    `max_attempts` stops the run (the service is down or overloaded: the rest is reported, not sent).
+    `concurrency` lanes send one request at a time each, over one session whose connections are kept
+    alive. 429, 502, 503, 504 and connection errors are retried with backoff, honouring Retry-After; an
+    event still failing after `max_attempts`, or a refused signature, stops the run (the rest is reported,
+    not sent).
+
+    aiohttp rather than httpx: measured against this service on one 2-core host, httpx spent 1.7 ms of
+    client CPU per request (more than the service's own 1.0-1.2 ms), aiohttp 0.45 ms, so only aiohttp keeps
+    the service saturated (820 instead of 270 requests/s at 16 in flight).
     """
 
     aborted: str | None
@@ -323,15 +328,16 @@ class HttpTarget:
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._lanes = _Lanes(concurrency, 4, self._send)  # type: ignore[arg-type]
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
         self.aborted = None
 
     async def start(self) -> None:
         count = len(self._lanes.queues)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self._timeout),
-            limits=httpx.Limits(max_connections=count, max_keepalive_connections=count),
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=count, limit_per_host=count, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
             headers={"content-type": "application/json", "user-agent": "sync-service-replay"},
+            auto_decompress=False,
         )
         self._lanes.start()
 
@@ -350,13 +356,13 @@ class HttpTarget:
 
     async def close(self) -> None:
         await self._lanes.stop()
-        if self._client is not None:
-            await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def _send(self, _lane: int, item: tuple[ReplayEvent, str]) -> None:
         event, message_id = item
-        assert self._client is not None
-        last: str = ""
+        assert self._session is not None
+        last = ""
         status: int | None = None
         for attempt in range(1, self._max_attempts + 1):
             if self.aborted is not None:
@@ -367,16 +373,18 @@ class HttpTarget:
             except UnicodeDecodeError:
                 self._sink(event, message_id, "failed", "payload is not UTF-8")
                 return
+            wait: float | None = None
             try:
-                response = await self._client.post(self._url, content=event.payload, headers=headers)
-            except httpx.TransportError as exc:
-                last, status, wait = f"connection error ({exc.__class__.__name__})", None, None
-            else:
-                if response.status_code not in _RETRY_STATUSES:
-                    self._answered(event, message_id, response)
-                    return
-                last, status = f"HTTP {response.status_code}", response.status_code
-                wait = _retry_after(response.headers.get("retry-after"))
+                async with self._session.post(self._url, data=event.payload, headers=headers) as response:
+                    body = await response.read()
+                    status = response.status
+                    if status not in _RETRY_STATUSES:
+                        self._answered(event, message_id, status, response.reason, body)
+                        return
+                    last = f"HTTP {status}"
+                    wait = _retry_after(response.headers.get("retry-after"))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last, status = f"connection error ({exc.__class__.__name__})", None
             if attempt < self._max_attempts:
                 await asyncio.sleep(wait if wait is not None else _backoff(attempt, cap=15.0))
         reason = f"{last} after {self._max_attempts} attempts"
@@ -385,12 +393,13 @@ class HttpTarget:
             self.aborted = f"the service kept failing ({reason})"
             log.warning("replay stopped: %s", self.aborted)
 
-    def _answered(self, event: ReplayEvent, message_id: str, response: httpx.Response) -> None:
+    def _answered(
+        self, event: ReplayEvent, message_id: str, code: int, reason: str | None, body: bytes
+    ) -> None:
         try:
-            answer = msgspec.json.decode(response.content, type=_Answer)
+            answer = msgspec.json.decode(body, type=_Answer)
         except (msgspec.DecodeError, msgspec.ValidationError):
             answer = _Answer()
-        code = response.status_code
         if code == 401 and self.aborted is None:
             # Every event is signed the same way: a refused signature is a configuration problem.
             self.aborted = (
@@ -405,7 +414,7 @@ class HttpTarget:
         elif code == 409:
             self._sink(event, message_id, "conflict", answer.detail, code)
         else:
-            detail = answer.detail or response.reason_phrase or "unexpected answer"
+            detail = answer.detail or reason or "unexpected answer"
             self._sink(event, message_id, "failed", detail[:300], code)
 
 

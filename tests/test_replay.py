@@ -584,6 +584,7 @@ def test_usage_and_configuration_errors_exit_2(
         [str(source), "--direct", "--status", "rejected"],  # an inbox filter on a file
         [str(tmp_path / "missing.jsonl"), "--direct"],
         [str(source), "--direct", "--failed-out", str(source)],
+        [str(source), "--direct", "--failed-out", str(tmp_path / "no" / "such" / "dir.jsonl")],
         [str(source), "--url", "ftp://example.com"],
         [str(source), "--direct", "--batch-size", "0"],
         ["--inbox", "--direct", "--since", "yesterday-ish"],
