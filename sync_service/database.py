@@ -53,6 +53,12 @@ async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
         timeout=settings.connect_timeout,
         ssl=_ssl_for(settings.asyncpg_dsn),
         reset=_keep_session,
+        # With cached prepared statements PostgreSQL switches to one generic plan after five runs, and on
+        # a young database that plan is a sequential scan for `id = ANY($1) OR email = ANY($2)`: every
+        # batch then reads the whole table (measured: 139 -> 1,294 us per event from 2k to 12k users).
+        # Custom plans keep the index lookups. Without the cache (PgBouncer) every plan is custom anyway,
+        # and PgBouncer may refuse unknown startup parameters.
+        server_settings={"plan_cache_mode": "force_custom_plan"} if settings.statement_cache else None,
     )
     return pool
 
