@@ -7,18 +7,17 @@ testcontainers PostgreSQL where a Docker engine answers; an embedded PostgreSQL 
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
-import psycopg
 import pytest
 
 from sync_service import migrations
+from tests.databases import fresh_database
 from tests.support import ServiceUnderTest, make_settings, start_service
 
 pytest_plugins: list[str] = []
@@ -84,17 +83,16 @@ def postgres_server_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def database_url(postgres_server_url: str) -> Iterator[str]:
-    """A fresh database for this run, with migrations applied; dropped afterwards."""
-    name = f"sync_service_test_{secrets.token_hex(4)}"
-    admin = _with_database(postgres_server_url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(postgres_server_url, name)
-    try:
+    """A fresh database for this run (migrated by `migrated_database_url`); dropped afterwards."""
+    with fresh_database(postgres_server_url) as url:
         yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
+    """An empty database of a test's own, without the schema; dropped afterwards."""
+    with fresh_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -119,8 +117,3 @@ def service(migrated_database_url: str, db: asyncpg.Connection) -> Iterator[Serv
     """The service on a loopback port, default settings, empty tables."""
     with start_service(make_settings(migrated_database_url)) as running:
         yield running
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
-from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
 from sync_service import migrations
 from tests.support import make_settings
-
-
-@pytest.fixture
-def empty_database_url(postgres_server_url: str) -> Iterator[str]:
-    name = f"sync_service_mig_{secrets.token_hex(4)}"
-    parts = urlsplit(postgres_server_url)
-    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, ""))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _yoyo(url: str) -> str:
@@ -58,20 +41,20 @@ def _tables(url: str) -> set[str]:
     return {r[0] for r in rows if not r[0].startswith(("_yoyo", "yoyo"))}
 
 
-def test_apply_rollback_apply_and_resulting_schema(empty_database_url: str) -> None:
-    url = _yoyo(empty_database_url)
+def test_apply_rollback_apply_and_resulting_schema(fresh_database_url: str) -> None:
+    url = _yoyo(fresh_database_url)
     assert migrations.apply(url) == ["0001_create_users", "0002_create_webhook_events"]
     assert migrations.apply(url) == []
     assert [s.applied for s in migrations.status(url)] == [True, True]
 
     assert migrations.rollback(url, 2) == ["0002_create_webhook_events", "0001_create_users"]
-    assert _tables(empty_database_url) == set()
+    assert _tables(fresh_database_url) == set()
     assert [s.applied for s in migrations.status(url)] == [False, False]
 
     assert len(migrations.apply(url)) == 2
-    assert _tables(empty_database_url) == {"users", "webhook_events"}
+    assert _tables(fresh_database_url) == {"users", "webhook_events"}
 
-    users = _columns(empty_database_url, "users")
+    users = _columns(fresh_database_url, "users")
     assert users == {
         "id": ("text", "NO", None),
         "email": ("text", "NO", None),
@@ -81,18 +64,18 @@ def test_apply_rollback_apply_and_resulting_schema(empty_database_url: str) -> N
         "created_at": ("timestamp with time zone", "NO", "now()"),
         "updated_at": ("timestamp with time zone", "NO", "now()"),
     }
-    user_indexes = _indexes(empty_database_url, "users")
+    user_indexes = _indexes(fresh_database_url, "users")
     assert "UNIQUE INDEX users_pkey ON public.users USING btree (id)" in user_indexes["users_pkey"]
     assert (
         "UNIQUE INDEX users_email_key ON public.users USING btree (email)" in user_indexes["users_email_key"]
     )
 
-    events = _columns(empty_database_url, "webhook_events")
+    events = _columns(fresh_database_url, "webhook_events")
     assert events["message_id"] == ("text", "NO", None)
     assert events["payload"] == ("jsonb", "NO", None)
     assert events["received_at"] == ("timestamp with time zone", "NO", "now()")
     assert {"event_type", "user_id", "event_timestamp", "status", "error", "attempts"} <= events.keys()
-    event_indexes = _indexes(empty_database_url, "webhook_events")
+    event_indexes = _indexes(fresh_database_url, "webhook_events")
     assert set(event_indexes) == {
         "webhook_events_pkey",
         "webhook_events_received_at_idx",
@@ -101,28 +84,28 @@ def test_apply_rollback_apply_and_resulting_schema(empty_database_url: str) -> N
     }
 
 
-def test_rollback_one_then_list(empty_database_url: str) -> None:
-    url = _yoyo(empty_database_url)
+def test_rollback_one_then_list(fresh_database_url: str) -> None:
+    url = _yoyo(fresh_database_url)
     migrations.apply(url)
     assert migrations.rollback(url, 1) == ["0002_create_webhook_events"]
     assert [(s.migration_id, s.applied) for s in migrations.status(url)] == [
         ("0001_create_users", True),
         ("0002_create_webhook_events", False),
     ]
-    assert _tables(empty_database_url) == {"users"}
+    assert _tables(fresh_database_url) == {"users"}
 
 
-def test_status_column_only_takes_known_outcomes(empty_database_url: str) -> None:
-    migrations.apply(_yoyo(empty_database_url))
-    with psycopg.connect(empty_database_url) as conn, pytest.raises(psycopg.errors.CheckViolation):
+def test_status_column_only_takes_known_outcomes(fresh_database_url: str) -> None:
+    migrations.apply(_yoyo(fresh_database_url))
+    with psycopg.connect(fresh_database_url) as conn, pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
             "INSERT INTO webhook_events (message_id, event_type, status, payload) "
             "VALUES ('m', 't', 'bogus', '{}')"
         )
 
 
-def test_concurrent_migrators_are_safe(empty_database_url: str) -> None:
-    url = _yoyo(empty_database_url)
+def test_concurrent_migrators_are_safe(fresh_database_url: str) -> None:
+    url = _yoyo(fresh_database_url)
     results: list[list[str]] = []
     errors: list[BaseException] = []
     start = threading.Barrier(4)
@@ -141,10 +124,10 @@ def test_concurrent_migrators_are_safe(empty_database_url: str) -> None:
         thread.join(timeout=60)
     assert errors == []
     assert sorted(results, key=len) == [[], [], [], ["0001_create_users", "0002_create_webhook_events"]]
-    assert _tables(empty_database_url) == {"users", "webhook_events"}
+    assert _tables(fresh_database_url) == {"users", "webhook_events"}
 
 
-def test_migrate_cli(empty_database_url: str) -> None:
+def test_migrate_cli(fresh_database_url: str) -> None:
     import os
     import subprocess
     import sys
@@ -152,7 +135,7 @@ def test_migrate_cli(empty_database_url: str) -> None:
     def run(*args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "sync_service", "migrate", *args],
-            env={**os.environ, "DATABASE_URL": empty_database_url},
+            env={**os.environ, "DATABASE_URL": fresh_database_url},
             capture_output=True,
             text=True,
             timeout=120,

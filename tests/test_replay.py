@@ -11,21 +11,17 @@ import asyncio
 import gzip
 import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import psycopg
 import pytest
 from svix.webhooks import Webhook
 
@@ -508,20 +504,6 @@ async def test_an_email_swap_out_of_order_is_settled_by_the_conflict_retry(
 # --- the real command: entry points, migrations, stdin, exit statuses --------------------------------
 
 
-@pytest.fixture
-def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
-    """An empty database without the schema, dropped afterwards."""
-    name = f"sync_service_replay_{secrets.token_hex(4)}"
-    admin = _with_database(postgres_server_url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(postgres_server_url, name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 async def test_inbox_and_export_replayed_into_a_fresh_database_give_the_same_rows(
     db: asyncpg.Connection,
     migrated_database_url: str,
@@ -665,8 +647,3 @@ async def _run(
         timeout=120,
         check=False,
     )
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
