@@ -145,8 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile",
         type=Path,
-        metavar="FILE",
-        help="record the service with py-spy during ingest (raw format)",
+        metavar="DIR",
+        help="record the service with py-spy during ingest and /users/me (raw files in DIR)",
     )
     parser.add_argument(
         "--service-env", action="append", default=[], metavar="NAME=VALUE",
@@ -177,7 +177,7 @@ class Benchmark:
         self.checks: list[checks.Check] = []
         self.notes: list[str] = []
         self.rss: dict[str, int] = {}
-        self.profile_text = ""
+        self.profiles: dict[str, str] = {}  # phase -> summary
 
     # --- the run -------------------------------------------------------------------------------------
 
@@ -188,6 +188,7 @@ class Benchmark:
             self.tmp = tmp
             log(f"throwaway database on {_redacted(self.server_url)}")
             self.db_url = stack.enter_context(throwaway_database(self.server_url))
+            self.pg_info = _postgres_info(self.db_url)
             self.cli = _service_command()
             _run_checked(
                 [*self.cli, "migrate"], env=self._service_env({}), cwd=tmp, what="sync-service migrate"
@@ -298,7 +299,8 @@ class Benchmark:
             log(f"{name}: signing {count:,} deliveries")
             prefix = self.tmp / name.replace(" ", "-")
             order = self._write(prefix, events)
-            profiler = self._start_profiler() if name == "webhook ingest" else None
+            profiler = self._start_profiler(name) if name == "webhook ingest" else None
+            batches_before = _batches(self.db_url)
             try:
                 figures = self.measure(
                     name, self.service_url, self.service_pid, prefix, mode="once",
@@ -306,7 +308,7 @@ class Benchmark:
                 )  # fmt: skip
             finally:
                 if profiler is not None:
-                    self._stop_profiler(profiler)
+                    self._stop_profiler(name, profiler)
             result = figures.result
             assert result is not None
             for thread, indexes in enumerate(order):
@@ -322,6 +324,11 @@ class Benchmark:
                 answered_all = False
             self.rss[name] = procfs.status_kib(self.service_pid, "VmRSS")
             self.ingest_counts = (name, sum(result.issued))
+            batches = _batches(self.db_url) - batches_before
+            figures.note = (
+                f"{batches:,} transactions wrote the inbox: {sum(result.issued) / max(batches, 1):.1f} "
+                "deliveries per commit on average (group commit)"
+            )
         return sent, answered_all, acknowledged
 
     def phase_reads(self, jwks: JwksServer, sent: Sequence[workload.Event]) -> None:
@@ -360,10 +367,15 @@ class Benchmark:
                 checks.Check(False, f"GET /users/me with a valid EdDSA token answers 200 (got {status})")
             )
             return
-        self.measure(
-            "GET /users/me", self.service_url, self.service_pid, prefix, mode="cycle",
-            seconds=self.plan.phase_seconds,
-        )  # fmt: skip
+        profiler = self._start_profiler("GET /users/me")
+        try:
+            self.measure(
+                "GET /users/me", self.service_url, self.service_pid, prefix, mode="cycle",
+                seconds=self.plan.phase_seconds,
+            )  # fmt: skip
+        finally:
+            if profiler is not None:
+                self._stop_profiler("GET /users/me", profiler)
 
     def phase_replay(self) -> None:
         help_run = subprocess.run(
@@ -405,22 +417,27 @@ class Benchmark:
             )
         )
 
-    def _start_profiler(self) -> subprocess.Popen[bytes] | None:
+    def _profile_path(self, phase: str) -> Path:
+        directory: Path = self.args.profile
+        return directory / (phase.replace("/", "").replace(" ", "-").strip("-") + ".txt")
+
+    def _start_profiler(self, phase: str) -> subprocess.Popen[bytes] | None:
         if self.args.profile is None:
             return None
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         if not Path(py_spy).exists():
             self.notes.append("--profile: py-spy not found (pip install py-spy)")
             return None
+        self.args.profile.mkdir(parents=True, exist_ok=True)
         command = [
             py_spy, "record", "--pid", str(self.service_pid), "--rate", "250", "--nonblocking",
-            "--format", "raw", "--output", str(self.args.profile),
+            "--format", "raw", "--output", str(self._profile_path(phase)),
         ]  # fmt: skip
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
         return proc
 
-    def _stop_profiler(self, proc: subprocess.Popen[bytes]) -> None:
+    def _stop_profiler(self, phase: str, proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGINT)
         try:
             _, err = proc.communicate(timeout=60)
@@ -428,8 +445,9 @@ class Benchmark:
             proc.kill()
             proc.communicate()
             err = b""
-        if self.args.profile.exists():
-            self.profile_text = summarise(self.args.profile, top=15)
+        path = self._profile_path(phase)
+        if path.exists():
+            self.profiles[phase] = f"{path}\n" + summarise(path, top=15)
         else:
             self.notes.append(f"--profile: py-spy wrote nothing: {err.decode(errors='replace')[-300:]}")
 
@@ -444,6 +462,7 @@ class Benchmark:
             f"wrk {self.threads} thread(s) x {self.connections} connections, loopback, nothing pinned; "
             f"run took {self.elapsed:.0f} s"
         )
+        out.append(f"PostgreSQL {self.pg_info}")
         out.append("")
         out.append(
             f"{'phase':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'answers':>10}{'non-2xx':>9}"
@@ -469,6 +488,7 @@ class Benchmark:
                 f"{r.latency_ms['max']:>9.1f}{r.answered:>10,}{r.not_ok:>9,}"
                 "   " + " / ".join(f"{fig.cpu[k]:.2f}" for k in ("app", "postgres", "wrk", "other"))
             )
+        out += [f"{name}: {fig.note}" for name, fig in self.figures.items() if fig.result and fig.note]
         out.append("")
         out.append("targets:")
         out += self._targets()
@@ -483,9 +503,9 @@ class Benchmark:
         if self.notes:
             out.append("")
             out += [f"note: {n}" for n in self.notes]
-        if self.profile_text:
-            out += ["", f"py-spy profile of the service during webhook ingest ({self.args.profile}):"]
-            out += [f"  {line}" for line in self.profile_text.splitlines()]
+        for phase, summary in self.profiles.items():
+            out += ["", f"py-spy profile of the service during {phase}:"]
+            out += [f"  {line}" for line in summary.splitlines()]
         print("\n".join(out))
 
     def _targets(self) -> list[str]:
@@ -634,6 +654,25 @@ def throwaway_database(server_url: str) -> Iterator[str]:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         log(f"dropped database {name}")
+
+
+def _batches(url: str) -> int:
+    """Transactions that have written the inbox so far: its rows take `processed_at` from now(), which
+    is the start time of their transaction."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(DISTINCT processed_at) FROM webhook_events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _postgres_info(url: str) -> str:
+    """The server settings that move these figures most."""
+    with psycopg.connect(url) as conn:
+        shown = {
+            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+            for name in ("server_version", "autovacuum", "synchronous_commit", "fsync", "shared_buffers")
+        }
+    version = shown.pop("server_version")
+    return f"{version} (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
 
 
 def _with_database(url: str, name: str) -> str:
