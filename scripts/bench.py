@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -88,7 +89,7 @@ class Plan:
     replay_events: int
 
 
-DEFAULT = Plan(10, 10_000, 200_000, 200, 20_000, 1_000, 20_000)
+DEFAULT = Plan(10, 10_000, 200_000, 170, 20_000, 1_000, 20_000)
 QUICK = Plan(3, 2_000, 20_000, 40, 5_000, 200, 3_000)
 
 
@@ -261,7 +262,7 @@ class Benchmark:
         figures = Figures(name, result)
         figures.cpu = {
             "app": (procfs.cpu_seconds(app_pid) - app_before) / wall,
-            "postgres": procfs.cpu_used_since(pg_before, procfs.cpu_seconds_named("postgres")) / wall,
+            "postgres": (procfs.cpu_seconds_named("postgres") - pg_before) / wall,
             "wrk": result.wrk_cpu_s / wall,
         }
         # Everything else that ran meanwhile (other work on the machine skews the figures: look here).
@@ -393,9 +394,9 @@ class Benchmark:
         with open(source, "wb") as out:
             for event in events:
                 out.write(b'{"id":"%s","payload":%s}\n' % (event.message_id.encode(), event.body))
-        command = [*self.cli, "replay", "--direct", *_replay_input(help_run.stdout, source)]
+        command = [*self.cli, "replay", "--direct", *_replay_args(help_run.stdout, source)]
         before = asyncio.run(checks.count_inbox(self.db_url))
-        log(f"replay --direct: {len(events):,} events ({' '.join(command[-3:])})")
+        log(f"replay --direct: {len(events):,} events (replay {' '.join(command[len(self.cli) + 1 :])})")
         wall = time.monotonic()
         run = subprocess.run(
             command, capture_output=True, text=True, env=self._service_env({}), cwd=self.tmp,
@@ -466,7 +467,7 @@ class Benchmark:
         out.append("")
         out.append(
             f"{'phase':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'answers':>10}{'non-2xx':>9}"
-            "   CPU cores used: app / postgres / wrk / other"
+            f"{'app CPU/req':>13}   CPU cores used: app / postgres / wrk / other"
         )
         for name in (
             "no-op POST",
@@ -486,8 +487,13 @@ class Benchmark:
             out.append(
                 f"{name:<22}{r.rate:>9,.0f}{r.latency_ms['p50']:>9.1f}{r.latency_ms['p99']:>9.1f}"
                 f"{r.latency_ms['max']:>9.1f}{r.answered:>10,}{r.not_ok:>9,}"
+                f"{fig.cpu['app'] / r.rate * 1e6 if r.rate else 0:>10,.0f} us"
                 "   " + " / ".join(f"{fig.cpu[k]:.2f}" for k in ("app", "postgres", "wrk", "other"))
             )
+        out.append(
+            "(app CPU/req: the app's CPU time per answer, the steadiest figure on a busy machine; postgres:"
+            " every PostgreSQL process on the machine; other: everything else that ran meanwhile)"
+        )
         out += [f"{name}: {fig.note}" for name, fig in self.figures.items() if fig.result and fig.note]
         out.append("")
         out.append("targets:")
@@ -690,12 +696,15 @@ def _redacted(url: str) -> str:
     )
 
 
-def _replay_input(help_text: str, source: Path) -> list[str]:
-    """How this build's replay takes a JSON Lines file: an option if its help names one, else positional."""
+def _replay_args(help_text: str, source: Path) -> list[str]:
+    """How this build's replay takes a JSON Lines file (an option if its help names one, else
+    positional), keeping our message ids and skipping migrations (both already done) where it can."""
+    args = [str(source)]
     for option in ("--file", "--input", "--from-file", "--jsonl"):
-        if option in help_text:
-            return [option, str(source)]
-    return [str(source)]
+        if re.search(rf"{option}\b", help_text):
+            args = [option, str(source)]
+            break
+    return args + [flag for flag in ("--keep-ids", "--no-migrate") if re.search(rf"{flag}\b", help_text)]
 
 
 if __name__ == "__main__":

@@ -22,9 +22,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def cpu_seconds_named(name: str) -> dict[int, float]:
-    """User + system CPU time so far of every process called `name` (e.g. PostgreSQL's), by pid."""
-    found: dict[int, float] = {}
+def cpu_seconds_named(name: str) -> float:
+    """CPU time so far of every process called `name` (e.g. all of PostgreSQL's), including children
+    that have exited (the postmaster reaps its backends: their time moves to its children's time), so
+    that the difference between two readings never misses a backend that ended in between."""
+    total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -35,14 +37,8 @@ def cpu_seconds_named(name: str) -> dict[int, float]:
         comm = stat[stat.find("(") + 1 : stat.rfind(")")]
         if comm == name:
             fields = stat.rpartition(")")[2].split()
-            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
-    return found
-
-
-def cpu_used_since(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU time used between two `cpu_seconds_named` readings by the processes alive at the second
-    (those that exited in between are missed: a pool's backends live long, tests' do not)."""
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+            total += sum(int(v) for v in fields[11:15]) / _TICKS  # utime, stime, cutime, cstime
+    return total
 
 
 def core_count() -> tuple[int, int]:
