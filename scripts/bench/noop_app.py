@@ -75,6 +75,9 @@ def create_app() -> Litestar:
             Router(path="/users", route_handlers=[me]),
         ],
         request_max_body_size=262_144,
+        # Litestar's default logging config would set the root logger to INFO and log every request
+        # through uvicorn's access logger: keep the WARNING set up in main(), as the service intends.
+        logging_config=None,
     )
 
 
