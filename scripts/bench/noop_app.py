@@ -13,24 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 from datetime import UTC, datetime
-from typing import Annotated
 
 import msgspec
 import uvicorn
 from litestar import Litestar, Response, Router, get, post
 from litestar.params import RawBody
 
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
-
-
-class UserData(msgspec.Struct, rename="camel"):
-    id: str
-    email: str
-    email_verified: bool
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
-    name: str | None = None
-    image: str | None = None
+from sync_service.events import AwareDatetime, UserData  # the service's own user Struct
 
 
 class Envelope(msgspec.Struct):

@@ -17,22 +17,15 @@ from pathlib import Path
 import msgspec
 from svix.webhooks import Webhook
 
+from sync_service.events import UserRow
+
 WEBHOOK_PATH = "/webhooks/better-auth"
 _FIRST_NAMES = ("Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory")
 _LAST_NAMES = ("Smith", "Jones", "Garcia", "Müller", "Rossi", "Dubois", "Tanaka", "Kowalski", "Silva")
 
 
-@dataclass(frozen=True, slots=True)
-class UserVersion:
-    """One state of a user, as Better Auth sends it and as the users table must end up holding it."""
-
-    id: str
-    email: str
-    email_verified: bool
-    name: str | None
-    image: str | None
-    created_at: datetime
-    updated_at: datetime
+# One state of a user, as Better Auth sends it and as the users table must end up holding it.
+UserVersion = UserRow
 
 
 @dataclass(frozen=True, slots=True)
