@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import psycopg
 
 
@@ -34,3 +35,13 @@ def unreachable_database_url() -> str:
     from tests.support import free_port
 
     return f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """One asyncpg connection for the block, closed afterwards."""
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()

@@ -9,14 +9,12 @@ All of it runs against a PostgreSQL the test started itself (`faulty_postgres`),
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
-import asyncpg
 import httpx
 import pytest
 
+from tests.databases import connected
 from tests.reliability.load import (
     UpdateStream,
     assert_converged,
@@ -40,15 +38,6 @@ FAULT_ENV = {
     "RETRY_AFTER_SECONDS": "3",
 }
 CLIENTS = 12
-
-
-@contextlib.asynccontextmanager
-async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.mark.slow

@@ -22,11 +22,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import asyncpg
 import httpx
 import pytest
 
 from sync_service import __version__
+from tests.databases import connected
 from tests.reliability.cli_service import ServedByCli, serve_with_cli
 from tests.reliability.hostile import Mutation, mutated_body, valid_payload
 from tests.reliability.jwks import TokenIssuer, serve_jwks
@@ -126,15 +126,6 @@ def _stall(port: int, probe: StallProbe) -> None:
         else:
             return
     probe.closed_after = time.monotonic() - started
-
-
-@contextlib.asynccontextmanager
-async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 # --- logs ------------------------------------------------------------------------------------------
