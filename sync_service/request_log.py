@@ -8,6 +8,7 @@ the logs).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -54,8 +55,9 @@ class RequestLog:
         # Litestar writes the matched route's template into the scope during routing.
         route: str = scope.get("path_template") or _UNMATCHED
         method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-        metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
-        metrics.HTTP_LATENCY.labels(method=method, route=route).observe(seconds)
+        requests, latency = _series(method, route, status)
+        requests.inc()
+        latency.observe(seconds)
         level = logging.DEBUG if route in _QUIET_ROUTES and status < 400 else logging.INFO
         if log.isEnabledFor(level):
             extra: dict[str, Any] = {
@@ -65,3 +67,13 @@ class RequestLog:
                 "latency_ms": round(seconds * 1000, 2),
             }
             log.log(level, "request", extra=extra)
+
+
+# `labels()` costs more than the update itself (it builds and locks a key every time); the label sets are
+# small and fixed (methods, route templates, the statuses the app answers), so the children are kept.
+@functools.lru_cache(maxsize=1024)
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    return (
+        metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)),
+        metrics.HTTP_LATENCY.labels(method=method, route=route),
+    )

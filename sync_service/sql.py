@@ -7,64 +7,80 @@ order and cannot deadlock each other.
 
 # --- ingest -----------------------------------------------------------------------------------------
 
-# Existing rows for the batch's user ids and emails, locked (in id order) until the batch commits, so
-# the ordering and email-ownership decisions made in Python hold when the writes land.
-LOCK_USERS = """
-SELECT id, email, email_verified, name, image, created_at, updated_at
+# What a batch's decisions start from, read in one statement (one snapshot): the rows of the batch's user
+# ids and emails, and (rows with `finished_id` set) the message ids already processed for good; `rejected`
+# and `conflict` rows are evaluated again. Nothing is locked: WRITE_BATCH re-checks every decision that a
+# concurrent writer could have changed since, and reports what it really wrote.
+READ_BATCH_STATE = """
+SELECT id, email, email_verified, name, image, created_at, updated_at, NULL::text AS finished_id
 FROM users
 WHERE id = ANY($1::text[]) OR email = ANY($2::text[])
-ORDER BY id
-FOR UPDATE
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, message_id
+FROM webhook_events
+WHERE message_id = ANY($3::text[]) AND status IN ('applied', 'stale', 'ignored')
 """
 
-# Message ids already processed for good; `rejected` and `conflict` rows are evaluated again.
-FINISHED_MESSAGE_IDS = """
-SELECT message_id FROM webhook_events
-WHERE message_id = ANY($1::text[]) AND status IN ('applied', 'stale', 'ignored')
-"""
-
-# The newest state of each user the batch writes. The WHERE clause repeats the ordering rule in the
-# database so that a row inserted concurrently by another batch or process is never overwritten by an
-# older event; RETURNING tells the caller which rows were really written.
-UPSERT_USERS = """
-INSERT INTO users (id, email, email_verified, name, image, created_at, updated_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::timestamptz[])
-ON CONFLICT (id) DO UPDATE SET
-    email = EXCLUDED.email,
-    email_verified = EXCLUDED.email_verified,
-    name = EXCLUDED.name,
-    image = EXCLUDED.image,
-    created_at = EXCLUDED.created_at,
-    updated_at = EXCLUDED.updated_at
-WHERE users.updated_at < EXCLUDED.updated_at
-   OR (users.updated_at = EXCLUDED.updated_at
-       AND (users.email, users.email_verified, users.name, users.image, users.created_at)
-           IS DISTINCT FROM
-           (EXCLUDED.email, EXCLUDED.email_verified, EXCLUDED.name, EXCLUDED.image, EXCLUDED.created_at))
-RETURNING id
-"""
-
-# One inbox row per evaluated delivery. A row that already ended for good is left alone (the caller
-# reports that message as a duplicate: another batch finished it first); a rejected or conflicting one
-# is evaluated again and overwritten.
-RECORD_EVENTS = """
-INSERT INTO webhook_events (message_id, event_type, user_id, event_timestamp, received_at, status, error,
-                            payload)
-SELECT m, t, u, ts, r, s, e, p::jsonb
-FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[],
-            $7::text[], $8::text[]) AS x(m, t, u, ts, r, s, e, p)
-ON CONFLICT (message_id) DO UPDATE SET
-    event_type = EXCLUDED.event_type,
-    user_id = EXCLUDED.user_id,
-    event_timestamp = EXCLUDED.event_timestamp,
-    status = EXCLUDED.status,
-    error = EXCLUDED.error,
-    payload = EXCLUDED.payload,
-    processed_at = now(),
-    attempts = webhook_events.attempts + 1
-WHERE webhook_events.status IN ('rejected', 'conflict')
-RETURNING message_id
+# A batch's writes in one statement, so they commit together without an explicit transaction (one round
+# trip instead of BEGIN, two writes and COMMIT). The rows come as two JSON arrays of objects ($1 users,
+# $2 inbox rows, each sorted by key): encoding one JSON text is several times cheaper for the client than
+# fifteen typed arrays, and the payloads travel inside it as they are.
+# - `written`: the newest state of each user the batch applies. Its WHERE clause repeats the ordering rule
+#   in the database so that a row a concurrent writer made newer is never overwritten by an older event.
+# - `recorded`: one inbox row per evaluated delivery; an `applied` one whose user was not written after
+#   all is recorded as `stale`. A row that already ended for good is left alone (the caller reports a
+#   duplicate: another writer finished it first); a rejected or conflicting one is evaluated again and
+#   overwritten. The cross join with the aggregate makes every user write finish before the first inbox
+#   row is written, so concurrent batches take their locks in one order (users by id, then inbox rows by
+#   message id) and cannot deadlock.
+# It returns only the inbox rows that did not end as asked: status NULL (not written: a duplicate) or
+# `stale` (asked `applied`); usually none.
+WRITE_BATCH = """
+WITH incoming AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(
+        message_id text, event_type text, user_id text, event_timestamp timestamptz,
+        received_at timestamptz, status text, error text, payload jsonb)
+), written AS (
+    INSERT INTO users (id, email, email_verified, name, image, created_at, updated_at)
+    SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+        id text, email text, email_verified boolean, name text, image text, created_at timestamptz,
+        updated_at timestamptz)
+    ON CONFLICT (id) DO UPDATE SET
+        email = EXCLUDED.email,
+        email_verified = EXCLUDED.email_verified,
+        name = EXCLUDED.name,
+        image = EXCLUDED.image,
+        created_at = EXCLUDED.created_at,
+        updated_at = EXCLUDED.updated_at
+    WHERE users.updated_at < EXCLUDED.updated_at
+       OR (users.updated_at = EXCLUDED.updated_at
+           AND (users.email, users.email_verified, users.name, users.image, users.created_at)
+               IS DISTINCT FROM
+               (EXCLUDED.email, EXCLUDED.email_verified, EXCLUDED.name, EXCLUDED.image, EXCLUDED.created_at))
+    RETURNING id
+), recorded AS (
+    INSERT INTO webhook_events (message_id, event_type, user_id, event_timestamp, received_at, status,
+                                error, payload)
+    SELECT i.message_id, i.event_type, i.user_id, i.event_timestamp, i.received_at,
+           CASE WHEN i.status = 'applied' AND NOT i.user_id = ANY(w.ids) THEN 'stale' ELSE i.status END,
+           i.error, i.payload
+    FROM incoming AS i
+    CROSS JOIN (SELECT coalesce(array_agg(id), '{}') AS ids FROM written) AS w
+    ON CONFLICT (message_id) DO UPDATE SET
+        event_type = EXCLUDED.event_type,
+        user_id = EXCLUDED.user_id,
+        event_timestamp = EXCLUDED.event_timestamp,
+        status = EXCLUDED.status,
+        error = EXCLUDED.error,
+        payload = EXCLUDED.payload,
+        processed_at = now(),
+        attempts = webhook_events.attempts + 1
+    WHERE webhook_events.status IN ('rejected', 'conflict')
+    RETURNING message_id, status
+)
+SELECT i.message_id, r.status
+FROM incoming AS i LEFT JOIN recorded AS r USING (message_id)
+WHERE r.status IS DISTINCT FROM i.status
 """
 
 # --- replay -----------------------------------------------------------------------------------------
@@ -101,7 +117,7 @@ WHERE ($1::text[] IS NULL OR status = ANY($1::text[]))
 #   on a generic plan while a fresh table is still tiny: a sequential scan testing `= ANY($1)` element by
 #   element, quadratic as the table grows (measured: 325 events/s instead of 6,000+ on one connection
 #   filling an empty database with 500-event batches);
-# - cost random reads as cached/SSD reads, so that LOCK_USERS looks the batch's keys up in the indexes
+# - cost random reads as cached/SSD reads, so that READ_BATCH_STATE looks the batch's keys up in the indexes
 #   instead of scanning the table (measured on 100,000 users, 500 new keys: 4 ms instead of 30 ms).
 REPLAY_SESSION_SETTINGS = "SET plan_cache_mode = force_custom_plan; SET random_page_cost = 1.1"
 

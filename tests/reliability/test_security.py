@@ -258,6 +258,48 @@ def test_no_response_names_the_server_or_its_version(cli: ServedByCli) -> None:
                 assert __version__ not in value or name == "content-length", (name, value)
 
 
+def test_expect_100_continue_is_answered_before_the_body_is_sent(cli: ServedByCli) -> None:
+    """The response's headers are held back to go out with its body; an interim `100 Continue`
+    must not be, or a client that waits for it before sending the body would hang."""
+    body = encode(valid_payload())
+    headers = signed_headers(body)
+    head = (
+        f"POST {URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        + "\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", cli.port), timeout=10) as sock:
+        sock.sendall(head)
+        interim = sock.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        sock.sendall(body)
+        answer = interim.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while b'"status"' not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert answer.endswith(b'{"status":"applied"}'), answer
+
+
+def test_keep_alive_responses_arrive_whole_and_in_order(cli: ServedByCli) -> None:
+    """Several requests on one connection, with bodies and without (HEAD: headers only, no body write
+    at all), each answered with its own complete status line, headers and body."""
+    requests = [
+        ("GET", "/health/live", 200), ("HEAD", "/health/live", 405), ("GET", "/nowhere", 404),
+        ("HEAD", "/nowhere", 404), ("GET", "/health/live", 200),
+    ]  # fmt: skip
+    with httpx.Client(base_url=cli.base_url, timeout=10) as client:
+        for method, path, expected in requests:
+            response = client.request(method, path)
+            assert response.status_code == expected, (method, path, response.status_code)
+            if method == "HEAD":
+                assert response.content == b""
+            else:
+                assert int(response.headers["content-length"]) == len(response.content) > 0
+
+
 # --- body limit ------------------------------------------------------------------------------------
 
 
