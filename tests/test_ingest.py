@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from sync_service import sql
 from sync_service.events import Delivery, parse_delivery
 from sync_service.ingest import apply_batch
 from tests.support import deliver, encode, envelope, iso, make_settings, start_service, user_data
@@ -186,3 +187,112 @@ async def test_two_connections_racing_on_new_users_keep_the_newest(
     names = {r["name"] for r in await db.fetch("SELECT name FROM users")}
     assert names == {"newer"}
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 40
+
+
+async def test_concurrent_batches_without_locks_end_as_the_rules_say(
+    migrated_database_url: str, db: asyncpg.Connection
+) -> None:
+    """Nothing is locked between a batch's read and its write: batches on four connections, over the
+    same few users and with the same message ids delivered to several of them at once, must still end
+    with each user at its newest update, each message id recorded once, and every answer matching the
+    inbox."""
+    await _reset(db)
+    rng = random.Random(11)
+    user_ids = [f"00000000-0000-4000-8000-0000000000{i:02d}" for i in range(6)]
+    messages = []
+    for index in range(240):
+        user_id = rng.choice(user_ids)
+        data = user_data(user_id=user_id, email=f"{user_id[-2:]}@example.com", created=BASE)
+        data["updatedAt"] = iso(BASE + timedelta(milliseconds=index + 1))  # unique: one newest per user
+        messages.append((f"m{index}", user_id, index, envelope(data, "user.updated")))
+    batches: list[list[Delivery]] = [[] for _ in range(4)]
+    for message_id, _, _, payload in messages:
+        for batch in rng.sample(batches, rng.choice([1, 1, 2])):  # some are delivered twice at once
+            batch.append(_delivery(message_id, payload))
+    for batch in batches:
+        rng.shuffle(batch)
+    connections = [await asyncpg.connect(migrated_database_url) for _ in batches]
+    try:
+        chunks = [[batch[i : i + 20] for i in range(0, len(batch), 20)] for batch in batches]
+
+        async def run(conn: asyncpg.Connection, parts: list[list[Delivery]]) -> list[tuple[str, str]]:
+            answers = []
+            for part in parts:
+                results = await apply_batch(conn, part)
+                answers += [(d.message_id, r.outcome.value) for d, r in zip(part, results, strict=True)]
+            return answers
+
+        answered = [a for group in await asyncio.gather(*map(run, connections, chunks)) for a in group]
+    finally:
+        for conn in connections:
+            await conn.close()
+
+    newest = {user_id: max(i for _, u, i, _ in messages if u == user_id) for user_id in user_ids}
+    rows = {r["id"]: r["updated_at"] for r in await db.fetch("SELECT id, updated_at FROM users")}
+    assert rows == {u: BASE + timedelta(milliseconds=i + 1) for u, i in newest.items() if i >= 0}
+    inbox = dict(await db.fetch("SELECT message_id, status FROM webhook_events"))
+    assert set(inbox) == {m for m, _, _, _ in messages}
+    final = {m for m, u, i, _ in messages if newest[u] == i}
+    for message_id in final:
+        assert inbox[message_id] == "applied", message_id
+    for message_id, outcome in answered:
+        assert outcome in ("applied", "stale", "duplicate"), (message_id, outcome)
+        if outcome != "duplicate":
+            assert inbox[message_id] == outcome, (message_id, outcome, inbox[message_id])
+    first_answers = {m for m, outcome in answered if outcome != "duplicate"}
+    assert first_answers == set(inbox), "every message id has exactly one non-duplicate answer"
+    assert sum(1 for _, outcome in answered if outcome != "duplicate") == len(inbox)
+
+
+class _PausedBeforeWrite:
+    """A real connection whose batch write waits for `go`: lets a test change the rows between a batch's
+    read and its write, which is what a concurrent writer can do."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.reading_done = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        if query == sql.WRITE_BATCH:
+            self.reading_done.set()
+            await self.go.wait()
+        return await self._conn.fetch(query, *args)
+
+
+async def test_a_row_made_newer_between_read_and_write_turns_applied_into_stale(
+    migrated_database_url: str, db: asyncpg.Connection
+) -> None:
+    await _reset(db)
+    user = user_data(created=BASE)
+    older = _delivery(
+        "older", envelope({**user, "name": "older", "updatedAt": iso(BASE + timedelta(seconds=1))})
+    )
+    newer = _delivery(
+        "newer", envelope({**user, "name": "newer", "updatedAt": iso(BASE + timedelta(seconds=2))})
+    )
+    first, second = await asyncpg.connect(migrated_database_url), await asyncpg.connect(migrated_database_url)
+    try:
+        paused = _PausedBeforeWrite(first)
+        slow = asyncio.create_task(apply_batch(paused, [older]))  # type: ignore[arg-type]
+        await paused.reading_done.wait()  # it read "no such user" and decided "applied"
+        assert [r.outcome.value for r in await apply_batch(second, [newer])] == ["applied"]
+        paused.go.set()
+        assert [r.outcome.value for r in await slow] == ["stale"]
+        # And a message id another writer finished meanwhile is a duplicate, written once.
+        paused = _PausedBeforeWrite(first)
+        again = _delivery(
+            "again", envelope({**user, "name": "again", "updatedAt": iso(BASE + timedelta(seconds=3))})
+        )
+        slow = asyncio.create_task(apply_batch(paused, [again]))  # type: ignore[arg-type]
+        await paused.reading_done.wait()
+        assert [r.outcome.value for r in await apply_batch(second, [again])] == ["applied"]
+        paused.go.set()
+        assert [r.outcome.value for r in await slow] == ["duplicate"]
+    finally:
+        await first.close()
+        await second.close()
+    assert await db.fetchval("SELECT name FROM users") == "again"
+    statuses = dict(await db.fetch("SELECT message_id, status FROM webhook_events"))
+    assert statuses == {"older": "stale", "newer": "applied", "again": "applied"}
+    assert await db.fetchval("SELECT attempts FROM webhook_events WHERE message_id = 'again'") == 1
