@@ -4,6 +4,9 @@ Requests put their delivery on a bounded queue and wait for the result of the co
 A few writer tasks each take whatever is queued (up to `batch_size`), apply it with the ingest core and
 hand each waiter its own result. While one batch waits on PostgreSQL, the next one fills up, so the
 batch size follows the load by itself and an idle service still answers a lone delivery at once.
+When a writer sends a batch and more deliveries are already queued, it takes them as its next batch and
+has the ingest core read their state in the same statement (`apply_and_read_ahead`): under load each
+batch costs one round trip to PostgreSQL instead of two.
 
 Backpressure: a full queue, or a delivery still uncommitted after `timeout`, is answered 503 with
 Retry-After instead of letting memory or latency grow. Nothing is acknowledged before its commit.
@@ -14,19 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
 from sync_service.database import acquire, is_unavailable
 from sync_service.errors import DatabaseUnavailable, Overloaded, ServiceUnavailable
 from sync_service.events import Delivery
-from sync_service.ingest import Result, apply_batch
+from sync_service.ingest import BatchState, Result, apply_and_read_ahead, read_state
 
 log = logging.getLogger(__name__)
 
 BatchObserver = Callable[[int, float], None]
 _Waiter = asyncio.Future[Result | ServiceUnavailable]
+_Batch = list[tuple[Delivery, _Waiter]]
 
 
 class GroupCommitter:
@@ -39,7 +43,6 @@ class GroupCommitter:
         writers: int,
         timeout: float,
         acquire_timeout: float,
-        apply: Callable[[asyncpg.Connection, Sequence[Delivery]], Awaitable[list[Result]]] = apply_batch,
         on_batch: BatchObserver | None = None,
     ) -> None:
         self._pool = pool
@@ -48,7 +51,6 @@ class GroupCommitter:
         self._writer_count = writers
         self._timeout = timeout
         self._acquire_timeout = acquire_timeout
-        self._apply = apply
         self._on_batch = on_batch
         self._writers: list[asyncio.Task[None]] = []
         self._accepting = False
@@ -96,26 +98,38 @@ class GroupCommitter:
         return outcome
 
     async def _write_forever(self) -> None:
+        batch: _Batch = []
+        state: BatchState | None = None
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            try:
-                await self._commit(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            if not batch:
+                batch, state = [await self._queue.get()], None
+                self._take_queued(batch)
+            batch, state = await self._commit(batch, state)
 
-    async def _commit(self, batch: list[tuple[Delivery, _Waiter]]) -> None:
+    def _take_queued(self, batch: _Batch) -> None:
+        while len(batch) < self._batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return
+
+    async def _commit(self, batch: _Batch, state: BatchState | None) -> tuple[_Batch, BatchState | None]:
+        """Apply `batch` and answer its waiters. Whatever is queued when its write is sent becomes the next
+        batch, returned with its state when that could be read along."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         outcomes: Sequence[Result | ServiceUnavailable]
+        upcoming: _Batch = []
+        next_state: BatchState | None = None
+        deliveries = [delivery for delivery, _ in batch]
         try:
             async with acquire(self._pool, self._acquire_timeout) as conn:
-                outcomes = await self._apply(conn, [delivery for delivery, _ in batch])
+                if state is None:
+                    state = await read_state(conn, deliveries)
+                self._take_queued(upcoming)
+                outcomes, next_state = await apply_and_read_ahead(
+                    conn, deliveries, state, [delivery for delivery, _ in upcoming]
+                )
         except DatabaseUnavailable as exc:
             outcomes = [exc] * len(batch)
         except Exception as exc:
@@ -125,8 +139,12 @@ class GroupCommitter:
                 log.exception("ingest batch failed", extra={"batch_size": len(batch)})
             # Nothing was committed: every sender retries later. A bug must not acknowledge deliveries.
             outcomes = [DatabaseUnavailable(exc.__class__.__name__)] * len(batch)
+        finally:
+            for _ in batch:
+                self._queue.task_done()
         for (_, waiter), outcome in zip(batch, outcomes, strict=True):
             if not waiter.done():
                 waiter.set_result(outcome)
         if self._on_batch is not None:
             self._on_batch(len(batch), loop.time() - started)
+        return upcoming, next_state

@@ -24,7 +24,7 @@ so one bad event never fails the others.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
@@ -55,21 +55,53 @@ _PER_DELIVERY_ERRORS = (
 )
 
 
+@dataclass(slots=True)
+class BatchState:
+    """What a batch's decisions start from: the stored rows of its user ids and emails, who holds each of
+    those emails, and which of its message ids already ended for good."""
+
+    stored: dict[str, UserRow] = field(default_factory=dict)
+    email_owner: dict[str, str] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+
+
 async def apply_batch(conn: asyncpg.Connection, deliveries: Sequence[Delivery]) -> list[Result]:
     """Apply `deliveries` (arrival order) and commit; one result per delivery, in the same order."""
+    results, _ = await apply_and_read_ahead(conn, deliveries, None, ())
+    return results
+
+
+async def apply_and_read_ahead(
+    conn: asyncpg.Connection,
+    deliveries: Sequence[Delivery],
+    state: BatchState | None,
+    upcoming: Sequence[Delivery],
+) -> tuple[list[Result], BatchState | None]:
+    """Apply `deliveries` like `apply_batch`, starting from `state` when the previous call read it along
+    (None: read it now), and read in the same statement the state that `upcoming`, the next batch, will
+    start from. Returns the results and that state, or None when `upcoming` must read its own.
+
+    A writer that always has a next batch waiting (a loaded service, a replay) thus needs one round trip
+    per batch instead of two."""
     if not deliveries:
-        return []
+        return [], None
     try:
-        return await _apply(conn, deliveries)
+        return await _apply(conn, deliveries, state, upcoming)
     except _PER_DELIVERY_ERRORS:
         if len(deliveries) == 1:
-            return [await _apply_alone_after_failure(conn, deliveries[0])]
-    return [await _apply_alone(conn, delivery) for delivery in deliveries]
+            return [await _apply_alone_after_failure(conn, deliveries[0])], None
+    return [await _apply_alone(conn, delivery) for delivery in deliveries], None
+
+
+async def read_state(conn: asyncpg.Connection, deliveries: Sequence[Delivery]) -> BatchState:
+    """The state `deliveries` will start from, read on its own (no batch was written along)."""
+    ids, emails, message_ids = _keys(deliveries)
+    return _state_from(await conn.fetch(sql.READ_BATCH_STATE, ids, emails, message_ids))
 
 
 async def _apply_alone(conn: asyncpg.Connection, delivery: Delivery) -> Result:
     try:
-        return (await _apply(conn, [delivery]))[0]
+        return (await _apply(conn, [delivery], None, ()))[0][0]
     except _PER_DELIVERY_ERRORS:
         return await _apply_alone_after_failure(conn, delivery)
 
@@ -82,63 +114,101 @@ async def _apply_alone_after_failure(conn: asyncpg.Connection, delivery: Deliver
     a JSON string: the event still applies, as DESIGN wants for unknown fields."""
     delivery = replace(delivery, payload=as_json_string(delivery.payload))
     try:
-        return (await _apply(conn, [delivery]))[0]
+        return (await _apply(conn, [delivery], None, ()))[0][0]
     except asyncpg.exceptions.UniqueViolationError:
         result = CONFLICT  # the email was taken by a writer that committed after our read
     except _PER_DELIVERY_ERRORS as exc:
         result = Result(Outcome.REJECTED, f"PostgreSQL refused a value (SQLSTATE {exc.sqlstate})", "data")
-    exceptions = await _write(conn, {}, [(delivery, result)])
+    exceptions, _ = await _write(conn, {}, [(delivery, result)], ())
     return DUPLICATE if delivery.message_id in exceptions else result
 
 
-async def _apply(conn: asyncpg.Connection, deliveries: Sequence[Delivery]) -> list[Result]:
+async def _apply(
+    conn: asyncpg.Connection,
+    deliveries: Sequence[Delivery],
+    state: BatchState | None,
+    upcoming: Sequence[Delivery],
+) -> tuple[list[Result], BatchState | None]:
+    if state is None:
+        state = await read_state(conn, deliveries)
+
+    results: list[Result] = []
+    to_write: dict[str, UserRow] = {}
+    to_record: dict[str, tuple[Delivery, Result]] = {}
+    for delivery in deliveries:
+        if delivery.message_id in state.finished:
+            results.append(DUPLICATE)
+            continue
+        result = _decide(delivery, state.stored, state.email_owner)
+        if result is APPLIED:
+            assert delivery.user is not None
+            to_write[delivery.user.id] = delivery.user
+        if result.outcome.acknowledged:
+            state.finished.add(delivery.message_id)
+        to_record[delivery.message_id] = (delivery, result)
+        results.append(result)
+    if not to_record and not upcoming:
+        return results, None
+
+    exceptions, next_state = await _write(conn, to_write, list(to_record.values()), upcoming)
+    overtaken: set[str] = set()  # users a concurrent writer made newer: their rows are unknown here
+    for index, delivery in enumerate(deliveries):
+        if delivery.message_id not in exceptions or delivery.message_id not in to_record:
+            continue
+        if exceptions[delivery.message_id] is None:
+            results[index] = DUPLICATE  # a concurrent writer finished this message id first
+        elif results[index] is APPLIED:
+            results[index] = STALE  # a concurrent writer made this user's row newer than ours
+            assert delivery.user is not None
+            overtaken.add(delivery.user.id)
+    if next_state is None or overtaken:
+        return results, None
+    _carry_over(
+        next_state, upcoming, [user for user_id, user in to_write.items() if user_id not in overtaken]
+    )
+    next_state.finished.update(
+        d.message_id for d, r in zip(deliveries, results, strict=True) if r.outcome.acknowledged
+    )
+    return results, next_state
+
+
+def _keys(deliveries: Sequence[Delivery]) -> tuple[list[str], list[str], list[str]]:
+    """The user ids, emails and message ids a batch's state is read by, sorted."""
     ids: set[str] = set()
     emails: set[str] = set()
     for delivery in deliveries:
         if delivery.user is not None:
             ids.add(delivery.user.id)
             emails.add(delivery.user.email)
-    stored: dict[str, UserRow] = {}
-    email_owner: dict[str, str] = {}
-    finished: set[str] = set()
-    state = await conn.fetch(
-        sql.READ_BATCH_STATE, sorted(ids), sorted(emails), [d.message_id for d in deliveries]
-    )
-    for row in state:
-        if row[7] is not None:
-            finished.add(row[7])
-        else:
-            stored[row[0]] = UserRow(*row[:7])
-            email_owner[row[1]] = row[0]
+    return sorted(ids), sorted(emails), sorted({d.message_id for d in deliveries})
 
-    results: list[Result] = []
-    to_write: dict[str, UserRow] = {}
-    to_record: dict[str, tuple[Delivery, Result]] = {}
-    for delivery in deliveries:
-        if delivery.message_id in finished:
-            results.append(DUPLICATE)
+
+def _state_from(rows: Sequence[asyncpg.Record]) -> BatchState:
+    """A BatchState from READ_BATCH_STATE's rows, or the read-ahead rows of WRITE_BATCH."""
+    state = BatchState()
+    for row in rows:
+        kind = row[0]
+        if kind == "u":
+            state.stored[row[1]] = UserRow(row[1], *row[3:9])
+            state.email_owner[row[3]] = row[1]
+        elif kind == "f":
+            state.finished.add(row[1])
+    return state
+
+
+def _carry_over(state: BatchState, upcoming: Sequence[Delivery], written: Sequence[UserRow]) -> None:
+    """Bring a state read along with a batch's write (so, as it was before that write) up to date with
+    the rows the write stored."""
+    ids, emails, _ = _keys(upcoming)
+    relevant_ids, relevant_emails = set(ids), set(emails)
+    for user in written:
+        if user.id not in relevant_ids and user.email not in relevant_emails and user.id not in state.stored:
             continue
-        result = _decide(delivery, stored, email_owner)
-        if result is APPLIED:
-            assert delivery.user is not None
-            to_write[delivery.user.id] = delivery.user
-        if result.outcome.acknowledged:
-            finished.add(delivery.message_id)
-        to_record[delivery.message_id] = (delivery, result)
-        results.append(result)
-    if not to_record:
-        return results
-
-    exceptions = await _write(conn, to_write, list(to_record.values()))
-    if exceptions:
-        for index, delivery in enumerate(deliveries):
-            if delivery.message_id not in exceptions or delivery.message_id not in to_record:
-                continue
-            if exceptions[delivery.message_id] is None:
-                results[index] = DUPLICATE  # a concurrent writer finished this message id first
-            elif results[index] is APPLIED:
-                results[index] = STALE  # a concurrent writer made this user's row newer than ours
-    return results
+        previous = state.stored.get(user.id)
+        if previous is not None and state.email_owner.get(previous.email) == user.id:
+            del state.email_owner[previous.email]
+        state.stored[user.id] = user
+        state.email_owner[user.email] = user.id
 
 
 def _decide(delivery: Delivery, stored: dict[str, UserRow], email_owner: dict[str, str]) -> Result:
@@ -174,10 +244,13 @@ async def _write(
     conn: asyncpg.Connection,
     users: dict[str, UserRow],
     entries: Sequence[tuple[Delivery, Result]],
-) -> dict[str, str | None]:
-    """Write users and inbox rows (WRITE_BATCH). Returns the message ids whose inbox row did not end as
-    asked, with the status it has instead: None when it was not written (it had already ended for good),
-    `stale` when an applied delivery's user was not written after all. Usually empty."""
+    upcoming: Sequence[Delivery],
+) -> tuple[dict[str, str | None], BatchState | None]:
+    """Write users and inbox rows (WRITE_BATCH) and read `upcoming`'s state as it was before the write.
+
+    Returns the message ids whose inbox row did not end as asked, with the status it has instead (None:
+    not written, it had already ended for good; `stale`: an applied delivery's user was not written after
+    all), usually none; and the state read for `upcoming` (None when there is no upcoming batch)."""
     user_rows = [
         _UserJson(u.id, u.email, u.email_verified, u.name, u.image, u.created_at, u.updated_at)
         for u in (users[user_id] for user_id in sorted(users))
@@ -189,8 +262,17 @@ async def _write(
         )
         for d, r in sorted(entries, key=lambda e: e[0].message_id)
     ]  # fmt: skip
-    rows = await conn.fetch(sql.WRITE_BATCH, _encode(user_rows).decode(), _encode(inbox_rows).decode())
-    return {row[0]: row[1] for row in rows}
+    next_ids, next_emails, next_message_ids = _keys(upcoming)
+    rows = await conn.fetch(
+        sql.WRITE_BATCH,
+        _encode(user_rows).decode(),
+        _encode(inbox_rows).decode(),
+        next_ids,
+        next_emails,
+        next_message_ids,
+    )
+    exceptions = {row[1]: row[2] for row in rows if row[0] == "x"}
+    return exceptions, (_state_from(rows) if upcoming else None)
 
 
 # WRITE_BATCH's JSON rows: field names are the columns jsonb_to_recordset reads.

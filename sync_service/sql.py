@@ -8,15 +8,16 @@ order and cannot deadlock each other.
 # --- ingest -----------------------------------------------------------------------------------------
 
 # What a batch's decisions start from, read in one statement (one snapshot): the rows of the batch's user
-# ids and emails, and (rows with `finished_id` set) the message ids already processed for good; `rejected`
-# and `conflict` rows are evaluated again. Nothing is locked: WRITE_BATCH re-checks every decision that a
-# concurrent writer could have changed since, and reports what it really wrote.
+# ids and emails (kind 'u': id, NULL, then the other columns), and the message ids already processed for
+# good (kind 'f'); `rejected` and `conflict` rows are evaluated again. Nothing is locked: WRITE_BATCH
+# re-checks every decision that a concurrent writer could have changed since, and reports what it wrote.
 READ_BATCH_STATE = """
-SELECT id, email, email_verified, name, image, created_at, updated_at, NULL::text AS finished_id
+SELECT 'u' AS kind, id AS key, NULL::text AS status, email, email_verified, name, image, created_at,
+       updated_at
 FROM users
 WHERE id = ANY($1::text[]) OR email = ANY($2::text[])
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, message_id
+SELECT 'f', message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM webhook_events
 WHERE message_id = ANY($3::text[]) AND status IN ('applied', 'stale', 'ignored')
 """
@@ -33,8 +34,11 @@ WHERE message_id = ANY($3::text[]) AND status IN ('applied', 'stale', 'ignored')
 #   overwritten. The cross join with the aggregate makes every user write finish before the first inbox
 #   row is written, so concurrent batches take their locks in one order (users by id, then inbox rows by
 #   message id) and cannot deadlock.
-# It returns only the inbox rows that did not end as asked: status NULL (not written: a duplicate) or
-# `stale` (asked `applied`); usually none.
+# It returns (kind 'x') only the inbox rows that did not end as asked: status NULL (not written: a
+# duplicate) or `stale` (asked `applied`), usually none; and, read along so that a writer with a next batch
+# waiting needs one round trip per batch, READ_BATCH_STATE's rows for that batch's keys ($3 user ids,
+# $4 emails, $5 message ids). Like every part of one statement, that read sees the rows as they were before
+# this statement's writes; the caller brings them up to date with what it wrote.
 WRITE_BATCH = """
 WITH incoming AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(
@@ -78,9 +82,19 @@ WITH incoming AS MATERIALIZED (
     WHERE webhook_events.status IN ('rejected', 'conflict')
     RETURNING message_id, status
 )
-SELECT i.message_id, r.status
+SELECT 'x' AS kind, i.message_id AS key, r.status, NULL::text AS email, NULL::boolean AS email_verified,
+       NULL::text AS name, NULL::text AS image, NULL::timestamptz AS created_at,
+       NULL::timestamptz AS updated_at
 FROM incoming AS i LEFT JOIN recorded AS r USING (message_id)
 WHERE r.status IS DISTINCT FROM i.status
+UNION ALL
+SELECT 'u', id, NULL, email, email_verified, name, image, created_at, updated_at
+FROM users
+WHERE id = ANY($3::text[]) OR email = ANY($4::text[])
+UNION ALL
+SELECT 'f', message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM webhook_events
+WHERE message_id = ANY($5::text[]) AND status IN ('applied', 'stale', 'ignored')
 """
 
 # --- replay -----------------------------------------------------------------------------------------
