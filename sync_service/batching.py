@@ -1,0 +1,146 @@
+"""Requests that arrive together share one database round trip.
+
+A request puts its item on a bounded queue and waits for its own result. A few worker tasks each take
+whatever is queued (up to `batch_size`), run it on one pooled connection and hand each waiter its
+result. While one batch waits on PostgreSQL the next one fills up, so the batch size follows the load by
+itself and an idle service still answers a lone request at once. An item is only sent to PostgreSQL
+after its request arrived, so a batch never answers from a state older than the request.
+
+Backpressure: a full queue, or an item still unanswered after `timeout`, is `Overloaded` (503 with
+Retry-After) instead of letting memory or latency grow. A database failure, or a bug, answers every item
+of its batch `DatabaseUnavailable`: nothing half-done is ever acknowledged.
+
+Used by the group commit of webhook deliveries (`batcher.GroupCommitter`) and by the user reads
+(`user_reader.UserReader`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+import asyncpg
+
+from sync_service.database import acquire, is_unavailable
+from sync_service.errors import DatabaseUnavailable, Overloaded, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+BatchObserver = Callable[[int, float], None]
+
+
+class Batcher(Generic[ItemT, ResultT]):
+    """Subclasses name themselves and their messages (`name`, `worker_name`, `queue_full`, `timed_out`)."""
+
+    name = "batch"
+    worker_name = "batch-worker"
+    queue_full = "queue is full"
+    timed_out = "timed out waiting for the batch"
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        apply: Callable[[asyncpg.Connection, Sequence[ItemT]], Awaitable[Sequence[ResultT]]],
+        batch_size: int,
+        queue_size: int,
+        workers: int,
+        timeout: float,
+        acquire_timeout: float,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        self._pool = pool
+        self._apply = apply
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[tuple[ItemT, asyncio.Future[ResultT | ServiceUnavailable]]] = (
+            asyncio.Queue(queue_size)
+        )
+        self._worker_count = workers
+        self._timeout = timeout
+        self._acquire_timeout = acquire_timeout
+        self._on_batch = on_batch
+        self._workers: list[asyncio.Task[None]] = []
+        self._accepting = False
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def start(self) -> None:
+        self._accepting = True
+        self._workers = [
+            asyncio.create_task(self._work_forever(), name=f"{self.worker_name}-{i}")
+            for i in range(self._worker_count)
+        ]
+
+    async def close(self) -> None:
+        """Stop taking items, answer everything already queued, then stop the workers."""
+        self._accepting = False
+        await self._queue.join()
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers = []
+
+    async def submit(self, item: ItemT) -> ResultT:
+        """Wait for `item`'s batch and return its result; `ServiceUnavailable` when it cannot be had."""
+        if not self._accepting:
+            raise Overloaded("shutting down")
+        waiter: asyncio.Future[ResultT | ServiceUnavailable] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((item, waiter))
+        except asyncio.QueueFull:
+            raise Overloaded(self.queue_full) from None
+        try:
+            async with asyncio.timeout(self._timeout):
+                outcome = await waiter
+        except TimeoutError:
+            # The worker skips a cancelled waiter; the item itself may still be applied later.
+            raise Overloaded(self.timed_out) from None
+        if isinstance(outcome, ServiceUnavailable):
+            raise outcome
+        return outcome
+
+    async def _work_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                await self._run(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _run(self, batch: list[tuple[ItemT, asyncio.Future[ResultT | ServiceUnavailable]]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcomes: Sequence[ResultT | ServiceUnavailable]
+        try:
+            async with acquire(self._pool, self._acquire_timeout) as conn:
+                outcomes = await self._apply(conn, [item for item, _ in batch])
+        except DatabaseUnavailable as exc:
+            outcomes = [exc] * len(batch)
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.warning("database failed during a batch", extra={"error": exc.__class__.__name__})
+            else:
+                log.exception(f"{self.name} batch failed", extra={"batch_size": len(batch)})
+            # Nothing of it is answered as done: every sender retries later. A bug must not acknowledge.
+            outcomes = [DatabaseUnavailable(exc.__class__.__name__)] * len(batch)
+        for (_, waiter), outcome in zip(batch, outcomes, strict=True):
+            if not waiter.done():
+                waiter.set_result(outcome)
+        if self._on_batch is not None:
+            self._on_batch(len(batch), loop.time() - started)
