@@ -10,8 +10,8 @@ Backpressure: a full queue, or an item still unanswered after `timeout`, is `Ove
 Retry-After) instead of letting memory or latency grow. A database failure, or a bug, answers every item
 of its batch `DatabaseUnavailable`: nothing half-done is ever acknowledged.
 
-Used by the group commit of webhook deliveries (`batcher.GroupCommitter`) and by the user reads
-(`user_reader.UserReader`).
+Used by the group commit of webhook deliveries (`batcher.GroupCommitter`, with a worker loop of its own
+that reads ahead) and by the user reads (`users.UserReader`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import asyncpg
@@ -33,10 +33,14 @@ ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 BatchObserver = Callable[[int, float], None]
+Waiter = asyncio.Future[ResultT | ServiceUnavailable]
+Batch = list[tuple[ItemT, Waiter[ResultT]]]
 
 
 class Batcher(Generic[ItemT, ResultT]):
-    """Subclasses name themselves and their messages (`name`, `worker_name`, `queue_full`, `timed_out`)."""
+    """The queue, the workers, the deadlines and the failure policy. Subclasses name themselves and their
+    messages (`name`, `worker_name`, `queue_full`, `timed_out`) and either implement `_apply` (one batch on
+    one connection) or replace the whole worker loop (`_work_forever`) with the same building blocks."""
 
     name = "batch"
     worker_name = "batch-worker"
@@ -47,7 +51,6 @@ class Batcher(Generic[ItemT, ResultT]):
         self,
         pool: asyncpg.Pool,
         *,
-        apply: Callable[[asyncpg.Connection, Sequence[ItemT]], Awaitable[Sequence[ResultT]]],
         batch_size: int,
         queue_size: int,
         workers: int,
@@ -56,11 +59,8 @@ class Batcher(Generic[ItemT, ResultT]):
         on_batch: BatchObserver | None = None,
     ) -> None:
         self._pool = pool
-        self._apply = apply
         self._batch_size = batch_size
-        self._queue: asyncio.Queue[tuple[ItemT, asyncio.Future[ResultT | ServiceUnavailable]]] = (
-            asyncio.Queue(queue_size)
-        )
+        self._queue: asyncio.Queue[tuple[ItemT, Waiter[ResultT]]] = asyncio.Queue(queue_size)
         self._worker_count = workers
         self._timeout = timeout
         self._acquire_timeout = acquire_timeout
@@ -95,7 +95,7 @@ class Batcher(Generic[ItemT, ResultT]):
         if not self._accepting:
             raise Overloaded("shutting down")
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[ResultT | ServiceUnavailable] = loop.create_future()
+        waiter: Waiter[ResultT] = loop.create_future()
         try:
             self._queue.put_nowait((item, waiter))
         except asyncio.QueueFull:
@@ -111,42 +111,56 @@ class Batcher(Generic[ItemT, ResultT]):
             raise outcome
         return outcome
 
-    def _expire(self, waiter: asyncio.Future[ResultT | ServiceUnavailable]) -> None:
+    def _expire(self, waiter: Waiter[ResultT]) -> None:
         if not waiter.done():
             waiter.set_result(Overloaded(self.timed_out))
+
+    async def _apply(self, conn: asyncpg.Connection, items: Sequence[ItemT]) -> Sequence[ResultT]:
+        """One result per item, in order (for the default worker loop)."""
+        raise NotImplementedError
 
     async def _work_forever(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < self._batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            try:
-                await self._run(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            self._take_queued(batch)
+            await self._run(batch)
 
-    async def _run(self, batch: list[tuple[ItemT, asyncio.Future[ResultT | ServiceUnavailable]]]) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+    def _take_queued(self, batch: Batch[ItemT, ResultT]) -> None:
+        while len(batch) < self._batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return
+
+    async def _run(self, batch: Batch[ItemT, ResultT]) -> None:
+        started = asyncio.get_running_loop().time()
         outcomes: Sequence[ResultT | ServiceUnavailable]
         try:
             async with acquire(self._pool, self._acquire_timeout) as conn:
                 outcomes = await self._apply(conn, [item for item, _ in batch])
-        except DatabaseUnavailable as exc:
-            outcomes = [exc] * len(batch)
         except Exception as exc:
-            if is_unavailable(exc):
-                log.warning("database failed during a batch", extra={"error": exc.__class__.__name__})
-            else:
-                log.exception(f"{self.name} batch failed", extra={"batch_size": len(batch)})
-            # Nothing of it is answered as done: every sender retries later. A bug must not acknowledge.
-            outcomes = [DatabaseUnavailable(exc.__class__.__name__)] * len(batch)
+            outcomes = self._failed(exc, len(batch))
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+        self._answer(batch, outcomes, started)
+
+    def _failed(self, exc: Exception, count: int) -> list[ServiceUnavailable]:
+        """What each of `count` items is answered when their batch raised `exc` (call it in `except`)."""
+        if isinstance(exc, DatabaseUnavailable):
+            return [exc] * count
+        if is_unavailable(exc):
+            log.warning("database failed during a batch", extra={"error": exc.__class__.__name__})
+        else:
+            log.exception(f"{self.name} batch failed", extra={"batch_size": count})
+        # Nothing of it is answered as done: every sender retries later. A bug must not acknowledge.
+        return [DatabaseUnavailable(exc.__class__.__name__)] * count
+
+    def _answer(
+        self, batch: Batch[ItemT, ResultT], outcomes: Sequence[ResultT | ServiceUnavailable], started: float
+    ) -> None:
         for (_, waiter), outcome in zip(batch, outcomes, strict=True):
             if not waiter.done():
                 waiter.set_result(outcome)
         if self._on_batch is not None:
-            self._on_batch(len(batch), loop.time() - started)
+            self._on_batch(len(batch), asyncio.get_running_loop().time() - started)

@@ -58,7 +58,6 @@ class UserReader(Batcher[str, User | None]):
     def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float, command_timeout: float) -> None:
         super().__init__(
             pool,
-            apply=fetch_users,
             batch_size=READ_BATCH_SIZE,
             queue_size=READ_QUEUE_SIZE,
             workers=READERS,
@@ -66,6 +65,9 @@ class UserReader(Batcher[str, User | None]):
             timeout=acquire_timeout + command_timeout,
             acquire_timeout=acquire_timeout,
         )
+
+    async def _apply(self, conn: asyncpg.Connection, items: Sequence[str]) -> list[User | None]:
+        return await fetch_users(conn, items)
 
 
 async def fetch_users(conn: asyncpg.Connection, user_ids: Sequence[str]) -> list[User | None]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -31,6 +31,31 @@ class Gate:
         return list(await conn.fetchval("SELECT array_agg(x * 10) FROM unnest($1::int[]) AS x", items))
 
 
+class Calling(Batcher[int, int]):
+    """A Batcher whose batches are handed to a function."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        apply: Callable[[asyncpg.Connection, Sequence[int]], Awaitable[list[int]]],
+        **settings: float,
+    ) -> None:
+        defaults: dict[str, float] = {"batch_size": 10, "queue_size": 100, "workers": 1, "timeout": 5}
+        defaults.update(settings)
+        super().__init__(
+            pool,
+            batch_size=int(defaults["batch_size"]),
+            queue_size=int(defaults["queue_size"]),
+            workers=int(defaults["workers"]),
+            timeout=defaults["timeout"],
+            acquire_timeout=1,
+        )
+        self.apply = apply
+
+    async def _apply(self, conn: asyncpg.Connection, items: Sequence[int]) -> list[int]:
+        return await self.apply(conn, items)
+
+
 @pytest.fixture
 async def pool(migrated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(migrated_database_url, min_size=0, max_size=2)
@@ -40,29 +65,9 @@ async def pool(migrated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-def batcher(pool: asyncpg.Pool, gate: Gate, **overrides: float) -> Batcher[int, int]:
-    settings: dict[str, float] = {
-        "batch_size": 10,
-        "queue_size": 100,
-        "workers": 1,
-        "timeout": 5,
-        "acquire_timeout": 1,
-    }
-    settings.update(overrides)
-    return Batcher(
-        pool,
-        apply=gate.apply,
-        batch_size=int(settings["batch_size"]),
-        queue_size=int(settings["queue_size"]),
-        workers=int(settings["workers"]),
-        timeout=settings["timeout"],
-        acquire_timeout=settings["acquire_timeout"],
-    )
-
-
 async def test_items_that_arrive_together_share_a_batch_and_get_their_own_results(pool: asyncpg.Pool) -> None:
     gate = Gate()
-    work = batcher(pool, gate)
+    work = Calling(pool, gate.apply)
     await work.start()
     first = asyncio.create_task(work.submit(1))
     await asyncio.sleep(0.1)  # the worker holds 1 behind the gate; 2..25 queue up meanwhile
@@ -76,7 +81,7 @@ async def test_items_that_arrive_together_share_a_batch_and_get_their_own_result
 
 async def test_full_queue_and_late_answers_are_overloaded(pool: asyncpg.Pool) -> None:
     gate = Gate()
-    work = batcher(pool, gate, queue_size=1, timeout=0.3)
+    work = Calling(pool, gate.apply, queue_size=1, timeout=0.3)
     work.queue_full = "test queue is full"
     await work.start()
     held = asyncio.create_task(work.submit(1))
@@ -102,15 +107,7 @@ async def test_database_failure_answers_the_whole_batch_unavailable(migrated_dat
             await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
             return list(items)
 
-        work: Batcher[int, int] = Batcher(
-            pool,
-            apply=lose_the_connection,
-            batch_size=10,
-            queue_size=10,
-            workers=1,
-            timeout=5,
-            acquire_timeout=1,
-        )
+        work = Calling(pool, lose_the_connection, queue_size=10)
         await work.start()
         answers = await asyncio.gather(*(work.submit(i) for i in range(3)), return_exceptions=True)
         assert all(isinstance(a, DatabaseUnavailable) for a in answers), answers
@@ -132,9 +129,7 @@ async def test_a_bug_is_unavailable_not_acknowledged(pool: asyncpg.Pool) -> None
     async def broken(conn: asyncpg.Connection, items: Sequence[int]) -> list[int]:
         raise ZeroDivisionError
 
-    work: Batcher[int, int] = Batcher(
-        pool, apply=broken, batch_size=10, queue_size=10, workers=1, timeout=5, acquire_timeout=1
-    )
+    work = Calling(pool, broken, queue_size=10)
     await work.start()
     logger = logging.getLogger("sync_service.batching")
     records = Records()
@@ -150,7 +145,7 @@ async def test_a_bug_is_unavailable_not_acknowledged(pool: asyncpg.Pool) -> None
 
 async def test_close_answers_everything_queued_then_refuses(pool: asyncpg.Pool) -> None:
     gate = Gate()
-    work = batcher(pool, gate, batch_size=2)
+    work = Calling(pool, gate.apply, batch_size=2)
     await work.start()
     tasks = [asyncio.create_task(work.submit(i)) for i in range(5)]
     await asyncio.sleep(0.05)
