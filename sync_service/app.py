@@ -21,10 +21,11 @@ from sync_service.auth import build_token_verifier
 from sync_service.auth_middleware import BearerAuthMiddleware
 from sync_service.batcher import GroupCommitter
 from sync_service.config import Settings, load_settings
-from sync_service.database import create_pool, provide_connection, warm_up
+from sync_service.database import create_pool, warm_up
 from sync_service.error_handlers import exception_handlers
 from sync_service.request_log import RequestLog
 from sync_service.routes import health, metrics, users, webhooks
+from sync_service.users import UserReader
 from sync_service.webhook_receiver import WebhookReceiver
 from sync_service.webhook_signatures import SignatureVerifier
 
@@ -61,7 +62,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             on_batch=monitoring.observe_batch,
         )
         await committer.start()
+        reader = UserReader(
+            pool,
+            acquire_timeout=settings.database.acquire_timeout,
+            command_timeout=settings.database.command_timeout,
+        )
+        await reader.start()
         app.state.pool = pool
+        app.state.reader = reader
         app.state.committer = committer
         app.state.receiver = WebhookReceiver(
             verifier=verifier,
@@ -76,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # uvicorn has stopped accepting and let in-flight requests finish: what is still queued
             # belongs to requests that wait for their answer, so it is committed before the pool closes.
             await committer.close()
+            await reader.close()
             try:
                 await asyncio.wait_for(pool.close(), timeout=10)
             except TimeoutError:
@@ -102,7 +111,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[database_lifespan, auth_lifespan],
         state=State({"settings": settings}),
         dependencies={
-            "conn": Provide(provide_connection),
             "receiver": Provide(_provide_receiver, sync_to_thread=False),
         },
         exception_handlers=dict(exception_handlers(settings)),

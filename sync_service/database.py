@@ -1,4 +1,4 @@
-"""The asyncpg pool: created and closed by a lifespan, one connection per request from a dependency.
+"""The asyncpg pool: created and closed by a lifespan, connections taken with a bounded wait.
 
 Also the one place that decides which database errors mean "PostgreSQL is unavailable, try later"
 (answered 503) as opposed to a bug or a bad value.
@@ -13,7 +13,6 @@ import ssl
 from collections.abc import AsyncIterator
 
 import asyncpg
-from litestar.datastructures import State
 
 from sync_service.config import DatabaseSettings
 from sync_service.errors import DatabaseUnavailable
@@ -103,12 +102,6 @@ async def acquire(pool: asyncpg.Pool, wait_seconds: float) -> AsyncIterator[asyn
         # release() resets the session; if the connection broke, the pool discards it and reconnects later.
         with contextlib.suppress(Exception):
             await pool.release(conn)
-
-
-async def provide_connection(state: State) -> AsyncIterator[asyncpg.Connection]:
-    """Yield dependency: one pooled connection for the duration of a request."""
-    async with acquire(state.pool, state.settings.database.acquire_timeout) as conn:
-        yield conn
 
 
 def _ssl_for(dsn: str) -> ssl.SSLContext | None:

@@ -1,14 +1,15 @@
-"""Users as the read API shows them: the row from PostgreSQL, snake_case JSON."""
+"""Users as the read API shows them: rows from PostgreSQL, snake_case JSON, read in batches."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Annotated
 
 import asyncpg
 import msgspec
 
 from sync_service import sql
+from sync_service.batching import Batcher
 
 # Better Auth's own date format (UTC, milliseconds, "Z"), so the frontend sees the values it sent.
 # (`extra_json_schema["extra"]` is how Litestar takes extra OpenAPI schema keys from a msgspec field.)
@@ -17,9 +18,20 @@ IsoDateTime = Annotated[
     msgspec.Meta(examples=["2026-11-27T11:58:53.300Z"], extra_json_schema={"extra": {"format": "date-time"}}),
 ]
 
+# Concurrent reads of one batch: `id = ANY(...)` with this many ids is still a handful of index lookups.
+READ_BATCH_SIZE = 256
+# Reads waiting for a batch before new ones are answered 503 (uvicorn's own limit, 1000 open requests by
+# default, is usually reached first).
+READ_QUEUE_SIZE = 4096
+# Batches in flight at once, each on its own pooled connection.
+READERS = 2
 
-class User(msgspec.Struct, frozen=True, kw_only=True):
-    """`{"id", "email", "email_verified", "name", "image", "created_at", "updated_at"}`."""
+
+class User(msgspec.Struct, frozen=True):
+    """`{"id", "email", "email_verified", "name", "image", "created_at", "updated_at"}`.
+
+    Built positionally from a `sql.SELECT_USERS` row, whose columns are in this order.
+    """
 
     id: str
     email: str
@@ -30,21 +42,35 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: IsoDateTime
 
 
-async def fetch_user(conn: asyncpg.Connection, user_id: str) -> User | None:
-    row = await conn.fetchrow(sql.SELECT_USER, user_id)
-    if row is None:
-        return None
-    return User(
-        id=row["id"],
-        email=row["email"],
-        email_verified=row["email_verified"],
-        name=row["name"],
-        image=row["image"],
-        created_at=iso_millis(row["created_at"]),
-        updated_at=iso_millis(row["updated_at"]),
-    )
+class UserReader(Batcher[str, User | None]):
+    """`await reader.submit(user_id)`: the user, or None when there is no such row.
+
+    Concurrent reads share one `SELECT ... WHERE id = ANY(...)` and one pooled connection, so a read costs
+    neither a connection checkout nor a round trip of its own. A read is sent to PostgreSQL only after
+    its request arrived, so it sees every write committed before that (read-your-writes).
+    """
+
+    name = "read"
+    worker_name = "user-reader"
+    queue_full = "read queue is full"
+    timed_out = "timed out waiting for the read"
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float, command_timeout: float) -> None:
+        super().__init__(
+            pool,
+            batch_size=READ_BATCH_SIZE,
+            queue_size=READ_QUEUE_SIZE,
+            workers=READERS,
+            # As long as a read could take before batching: a connection, then the statement.
+            timeout=acquire_timeout + command_timeout,
+            acquire_timeout=acquire_timeout,
+        )
+
+    async def _apply(self, conn: asyncpg.Connection, items: Sequence[str]) -> list[User | None]:
+        return await fetch_users(conn, items)
 
 
-def iso_millis(moment: datetime) -> str:
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+async def fetch_users(conn: asyncpg.Connection, user_ids: Sequence[str]) -> list[User | None]:
+    """The user of each id, in order (None where there is none); an id may appear more than once."""
+    users = {row[0]: User(*row) for row in await conn.fetch(sql.SELECT_USERS, user_ids)}
+    return [users.get(user_id) for user_id in user_ids]

@@ -4,8 +4,11 @@ signed with real keys served by a real JWKS endpoint on loopback."""
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -13,8 +16,10 @@ import httpx
 import pytest
 
 from sync_service.metrics import REGISTRY
+from tests.databases import connected
 from tests.jwks_server import JwksServer, SigningKey, better_auth_claims, forged_tokens, running
-from tests.support import ServiceUnderTest, deliver, envelope, make_settings, start_service, user_data
+from tests.support import ServiceUnderTest, deliver, envelope, iso, make_settings, start_service, user_data
+from tests.tcp_proxy import TcpProxy
 
 ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 FRONTEND = "https://app.example.com"
@@ -208,6 +213,138 @@ async def test_scheme_is_case_insensitive(
     async with api.client() as client:
         response = await client.get("/users/me", headers={"Authorization": f"bearer  {token}"})
     assert response.status_code == 200
+
+
+# --- batched reads: concurrency, read-your-writes, 503 ----------------------------------------------
+
+
+async def test_concurrent_reads_of_different_users_each_get_their_own_row(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], migrated_database_url: str
+) -> None:
+    """Many reads held back behind a lock, so that they are answered by a few shared queries: each one
+    still gets its own user (or its own 404), duplicates of one user included."""
+    users = list(await asyncio.gather(*(synced_user(api, name=f"User {i}") for i in range(40))))
+    unsynced = [user_data() for _ in range(5)]
+    requests = [(u, "/users/me") for u in users] + [(u, f"/users/{u['id']}") for u in users[::3]]
+    requests += [(users[0], "/users/me")] * 5 + [(u, "/users/me") for u in unsynced]
+    random.Random(4).shuffle(requests)
+    async with connected(migrated_database_url) as locker, api.client() as client:
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        tasks = [
+            asyncio.create_task(client.get(path, headers=bearer(token_for(keys["EdDSA"], jwks, user))))
+            for user, path in requests
+        ]
+        await asyncio.sleep(0.5)  # every read is now in a batch waiting on the lock, or queued behind one
+        await lock.rollback()
+        answers = await asyncio.gather(*tasks)
+    for (user, _), answer in zip(requests, answers, strict=True):
+        if user in unsynced:
+            assert answer.status_code == 404, answer.text
+        else:
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == as_api_json(user)
+            assert answer.headers["cache-control"] == "no-store"
+
+
+async def test_a_read_after_a_webhook_commit_sees_it(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    """Read-your-writes while other reads keep batches in flight: a GET sent after the webhook's 200
+    never answers from before that commit."""
+    user = await synced_user(api, created=datetime.now(UTC) - timedelta(hours=1))
+    token = token_for(keys["EdDSA"], jwks, user)
+    stop = asyncio.Event()
+    background: list[int] = []
+
+    async def keep_reading(client: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            background.append((await client.get("/users/me")).status_code)
+
+    async with api.client(headers=bearer(token)) as client:
+        readers = [asyncio.create_task(keep_reading(client)) for _ in range(8)]
+        try:
+            for i in range(1, 31):
+                updated = {
+                    **user,
+                    "name": f"v{i}",
+                    "updatedAt": iso(datetime.now(UTC) - timedelta(minutes=59) + timedelta(seconds=i)),
+                }
+                assert (await deliver(client, envelope(updated, "user.updated"))).json() == {
+                    "status": "applied"
+                }
+                me, by_id = await asyncio.gather(client.get("/users/me"), client.get(f"/users/{user['id']}"))
+                assert me.json() == by_id.json() == as_api_json(updated)
+        finally:
+            stop.set()
+            await asyncio.gather(*readers)
+    assert background
+    assert set(background) == {200}
+
+
+async def test_database_unreachable_reads_are_503_then_recover(
+    migrated_database_url: str, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    async with TcpProxy(migrated_database_url) as proxy:
+        settings = make_settings(
+            proxy.url,
+            BETTER_AUTH_URL=jwks.base_url,
+            DB_CONNECT_TIMEOUT="1",
+            DB_ACQUIRE_TIMEOUT="2",
+            DB_COMMAND_TIMEOUT="3",
+        )
+        with start_service(settings) as service:
+            user = await synced_user(service)
+            async with service.client(headers=bearer(token_for(keys["EdDSA"], jwks, user))) as client:
+                assert (await client.get("/users/me")).status_code == 200
+                await proxy.go_down()
+                down = [await client.get(path) for path in ("/users/me", f"/users/{user['id']}", "/users/me")]
+                await proxy.go_up()
+                after = await client.get("/users/me")
+    for response in down:
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"].isdigit()
+    assert after.status_code == 200
+    assert after.json() == as_api_json(user)
+
+
+async def test_pool_exhausted_reads_are_503_within_the_acquire_timeout(
+    migrated_database_url: str, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    """The only pooled connection is held by a read stuck behind a lock: the other reads cannot get a
+    connection and are answered 503 after DB_ACQUIRE_TIMEOUT; the stuck one after DB_COMMAND_TIMEOUT."""
+    settings = make_settings(
+        migrated_database_url,
+        BETTER_AUTH_URL=jwks.base_url,
+        DB_POOL_SIZE="1",
+        DB_MAX_OVERFLOW="0",
+        DB_ACQUIRE_TIMEOUT="0.5",
+        DB_COMMAND_TIMEOUT="2",
+    )
+    with start_service(settings) as service:
+        user = await synced_user(service)
+        async with (
+            service.client(headers=bearer(token_for(keys["EdDSA"], jwks, user))) as client,
+            connected(migrated_database_url) as locker,
+        ):
+            lock = locker.transaction()
+            await lock.start()
+            await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            stuck = asyncio.create_task(client.get("/users/me"))
+            await asyncio.sleep(0.3)  # its batch now holds the only connection, waiting on the lock
+            started = time.monotonic()
+            others = await asyncio.gather(*(client.get("/users/me") for _ in range(3)))
+            waited = time.monotonic() - started
+            stuck_answer = await stuck
+            await lock.rollback()
+            after = await client.get("/users/me")
+    for response in [*others, stuck_answer]:
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"].isdigit()
+    assert waited < 1.8, f"acquire should time out after 0.5 s, took {waited:.1f} s"
+    assert after.status_code == 200
+    assert after.json() == as_api_json(user)
 
 
 # --- keys: rotation, outage, flood -------------------------------------------------------------------

@@ -1,22 +1,21 @@
 """GET /users/me and GET /users/{user_id}: the token's own user, nobody else's.
 
-`request.user` is the `Principal` that `BearerAuthMiddleware` put there (the router mounts it).
+`request.user` is the `Principal` that `BearerAuthMiddleware` put there (the router mounts it). The user
+is read through the app's `UserReader` (concurrent reads share one query).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import msgspec
 from litestar import Request, get
-from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
 from sync_service.auth import Principal
-from sync_service.users import User, fetch_user
+from sync_service.users import User, UserReader
 
 _NOT_FOUND = "user not found"
 
@@ -43,8 +42,8 @@ _RESPONSES = {
 
 
 @get("/me", summary="The user the bearer token belongs to", description=_RESPONSES_DOC, responses=_RESPONSES)
-async def me(request: Request[Principal, Any, Any], conn: NamedDependency[asyncpg.Connection]) -> User:
-    user = await fetch_user(conn, request.user.subject)
+async def me(request: Request[Principal, Any, Any]) -> User:
+    user = await _reader(request).submit(request.user.subject)
     if user is None:
         raise NotFoundException(detail=_NOT_FOUND)
     return user
@@ -56,12 +55,17 @@ async def me(request: Request[Principal, Any, Any], conn: NamedDependency[asyncp
     description=_RESPONSES_DOC + " Any other id is 404 whether it exists or not (no existence oracle).",
     responses=_RESPONSES,
 )
-async def by_id(
-    request: Request[Principal, Any, Any], user_id: FromPath[str], conn: NamedDependency[asyncpg.Connection]
-) -> User:
+async def by_id(request: Request[Principal, Any, Any], user_id: FromPath[str]) -> User:
     if user_id != request.user.subject:
         raise NotFoundException(detail=_NOT_FOUND)
-    user = await fetch_user(conn, user_id)
+    user = await _reader(request).submit(user_id)
     if user is None:
         raise NotFoundException(detail=_NOT_FOUND)
     return user
+
+
+def _reader(request: Request[Principal, Any, Any]) -> UserReader:
+    # Taken from the app state rather than injected: dependency resolution cost these routes more than
+    # the database read itself.
+    reader: UserReader = request.app.state.reader
+    return reader

@@ -1,0 +1,166 @@
+"""Requests that arrive together share one database round trip.
+
+A request puts its item on a bounded queue and waits for its own result. A few worker tasks each take
+whatever is queued (up to `batch_size`), run it on one pooled connection and hand each waiter its
+result. While one batch waits on PostgreSQL the next one fills up, so the batch size follows the load by
+itself and an idle service still answers a lone request at once. An item is only sent to PostgreSQL
+after its request arrived, so a batch never answers from a state older than the request.
+
+Backpressure: a full queue, or an item still unanswered after `timeout`, is `Overloaded` (503 with
+Retry-After) instead of letting memory or latency grow. A database failure, or a bug, answers every item
+of its batch `DatabaseUnavailable`: nothing half-done is ever acknowledged.
+
+Used by the group commit of webhook deliveries (`batcher.GroupCommitter`, with a worker loop of its own
+that reads ahead) and by the user reads (`users.UserReader`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import asyncpg
+
+from sync_service.database import acquire, is_unavailable
+from sync_service.errors import DatabaseUnavailable, Overloaded, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+BatchObserver = Callable[[int, float], None]
+Waiter = asyncio.Future[ResultT | ServiceUnavailable]
+Batch = list[tuple[ItemT, Waiter[ResultT]]]
+
+
+class Batcher(Generic[ItemT, ResultT]):
+    """The queue, the workers, the deadlines and the failure policy. Subclasses name themselves and their
+    messages (`name`, `worker_name`, `queue_full`, `timed_out`) and either implement `_apply` (one batch on
+    one connection) or replace the whole worker loop (`_work_forever`) with the same building blocks."""
+
+    name = "batch"
+    worker_name = "batch-worker"
+    queue_full = "queue is full"
+    timed_out = "timed out waiting for the batch"
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        batch_size: int,
+        queue_size: int,
+        workers: int,
+        timeout: float,
+        acquire_timeout: float,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        self._pool = pool
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[tuple[ItemT, Waiter[ResultT]]] = asyncio.Queue(queue_size)
+        self._worker_count = workers
+        self._timeout = timeout
+        self._acquire_timeout = acquire_timeout
+        self._on_batch = on_batch
+        self._workers: list[asyncio.Task[None]] = []
+        self._accepting = False
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def start(self) -> None:
+        self._accepting = True
+        self._workers = [
+            asyncio.create_task(self._work_forever(), name=f"{self.worker_name}-{i}")
+            for i in range(self._worker_count)
+        ]
+
+    async def close(self) -> None:
+        """Stop taking items, answer everything already queued, then stop the workers."""
+        self._accepting = False
+        await self._queue.join()
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers = []
+
+    async def submit(self, item: ItemT) -> ResultT:
+        """Wait for `item`'s batch and return its result; `ServiceUnavailable` when it cannot be had."""
+        if not self._accepting:
+            raise Overloaded("shutting down")
+        loop = asyncio.get_running_loop()
+        waiter: Waiter[ResultT] = loop.create_future()
+        try:
+            self._queue.put_nowait((item, waiter))
+        except asyncio.QueueFull:
+            raise Overloaded(self.queue_full) from None
+        # A timer that answers the waiter, cheaper than `asyncio.timeout` (no task cancellation). The worker
+        # skips a waiter answered this way; the item itself may still be applied later.
+        deadline = loop.call_later(self._timeout, self._expire, waiter)
+        try:
+            outcome = await waiter
+        finally:
+            deadline.cancel()
+        if isinstance(outcome, ServiceUnavailable):
+            raise outcome
+        return outcome
+
+    def _expire(self, waiter: Waiter[ResultT]) -> None:
+        if not waiter.done():
+            waiter.set_result(Overloaded(self.timed_out))
+
+    async def _apply(self, conn: asyncpg.Connection, items: Sequence[ItemT]) -> Sequence[ResultT]:
+        """One result per item, in order (for the default worker loop)."""
+        raise NotImplementedError
+
+    async def _work_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            self._take_queued(batch)
+            await self._run(batch)
+
+    def _take_queued(self, batch: Batch[ItemT, ResultT]) -> None:
+        while len(batch) < self._batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return
+
+    async def _run(self, batch: Batch[ItemT, ResultT]) -> None:
+        started = asyncio.get_running_loop().time()
+        outcomes: Sequence[ResultT | ServiceUnavailable]
+        try:
+            async with acquire(self._pool, self._acquire_timeout) as conn:
+                outcomes = await self._apply(conn, [item for item, _ in batch])
+        except Exception as exc:
+            outcomes = self._failed(exc, len(batch))
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+        self._answer(batch, outcomes, started)
+
+    def _failed(self, exc: Exception, count: int) -> list[ServiceUnavailable]:
+        """What each of `count` items is answered when their batch raised `exc` (call it in `except`)."""
+        if isinstance(exc, DatabaseUnavailable):
+            return [exc] * count
+        if is_unavailable(exc):
+            log.warning("database failed during a batch", extra={"error": exc.__class__.__name__})
+        else:
+            log.exception(f"{self.name} batch failed", extra={"batch_size": count})
+        # Nothing of it is answered as done: every sender retries later. A bug must not acknowledge.
+        return [DatabaseUnavailable(exc.__class__.__name__)] * count
+
+    def _answer(
+        self, batch: Batch[ItemT, ResultT], outcomes: Sequence[ResultT | ServiceUnavailable], started: float
+    ) -> None:
+        for (_, waiter), outcome in zip(batch, outcomes, strict=True):
+            if not waiter.done():
+                waiter.set_result(outcome)
+        if self._on_batch is not None:
+            self._on_batch(len(batch), asyncio.get_running_loop().time() - started)
