@@ -206,6 +206,8 @@ def _storable(text: str) -> bool:
 
 def _utc_representable(moment: datetime) -> bool:
     """Whether the instant exists in UTC between years 1 and 9999 (e.g. 9999-12-31T23:00-14:00 does not)."""
+    if moment.tzinfo is UTC:  # msgspec's `Z` and `+00:00`, i.e. nearly every event: nothing to convert
+        return True
     try:
         moment.astimezone(UTC)
     except OverflowError:
