@@ -61,12 +61,12 @@ class _LineShape(msgspec.Struct):
     id: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class _UserIdOnly(msgspec.Struct):
-    data: msgspec.Raw = msgspec.Raw(b"null")
-
-
 class _IdOnly(msgspec.Struct):
     id: str | None = None
+
+
+class _UserIdOnly(msgspec.Struct):
+    data: _IdOnly | None = None
 
 
 def parse_line(number: int, line: bytes) -> SourceItem | None:
@@ -97,11 +97,13 @@ def user_id_of(event: ReplayEvent) -> str | None:
     if event.user_id is not None:
         return event.user_id
     try:
-        data = msgspec.json.decode(event.payload, type=_UserIdOnly).data
-        user = msgspec.json.decode(data, type=_IdOnly | None)
+        data = _decode_user_id(event.payload).data  # one pass; everything but data.id is skipped
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return user.id if isinstance(user, _IdOnly) else None
+    return data.id if data is not None else None
+
+
+_decode_user_id = msgspec.json.Decoder(_UserIdOnly).decode
 
 
 def open_lines(path: str) -> IO[bytes]:

@@ -21,9 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import aiohttp
 import asyncpg
 import msgspec
 
@@ -35,7 +34,9 @@ from sync_service.events import Delivery, check_message_id, parse_delivery
 from sync_service.ingest import Result, apply_batch
 from sync_service.replay_report import WOULD_SEND
 from sync_service.replay_sources import ReplayEvent, user_id_of
-from sync_service.webhook_signatures import sign
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,23 @@ class Rules:
     user_id_format: UserIdFormat
     clock_skew: timedelta
 
-    def parse(self, event: ReplayEvent, message_id: str) -> Delivery:
+    def parse(self, event: ReplayEvent, message_id: str, received_at: datetime) -> Delivery:
         """Raises `MalformedBody` for a bad message id or a payload that is not a JSON object."""
         check_message_id(message_id)
         try:
             return parse_delivery(
-                message_id, event.payload, user_id_format=self.user_id_format, clock_skew=self.clock_skew
-            )
+                message_id, event.payload, user_id_format=self.user_id_format, clock_skew=self.clock_skew,
+                received_at=received_at,
+            )  # fmt: skip
         except UnicodeDecodeError:
             raise MalformedBody("payload is not UTF-8") from None
+
+
+def _received_now() -> datetime:
+    """One "received at" for the events parsed between two awaits (a millisecond or so), not one per event:
+    asking the clock for each cost about 6% of parsing it. It must be refreshed after every await, since it
+    is also the "now" that timestamps in the future are judged against."""
+    return datetime.now(UTC)
 
 
 def _backoff(attempt: int, cap: float) -> float:
@@ -180,9 +189,10 @@ class DirectTarget:
 
     async def submit(self, events: list[Assigned]) -> None:
         lanes = len(self._buffers)
+        received_at = _received_now()
         for count, (event, message_id) in enumerate(events, 1):
             try:
-                delivery = self._rules.parse(event, message_id)
+                delivery = self._rules.parse(event, message_id, received_at)
             except MalformedBody as exc:
                 self._sink(event, message_id, "failed", str(exc))
                 continue
@@ -191,11 +201,13 @@ class DirectTarget:
             buffer.append((event, delivery))
             if len(buffer) >= self._batch_size:
                 self._buffers[lane] = []
-                await self._lanes.put(lane, buffer)
+                await self._lanes.put(lane, buffer)  # waits while the lane is full, maybe for long
+                received_at = _received_now()
             if count % 64 == 0:
                 # Parsing is CPU work on the event loop: let the lanes answer PostgreSQL between chunks,
                 # or each round trip of a batch would wait for the whole chunk to be parsed.
                 await asyncio.sleep(0)
+                received_at = _received_now()
 
     async def drain(self) -> None:
         for lane, buffer in enumerate(self._buffers):
@@ -333,6 +345,8 @@ class HttpTarget:
 
     async def start(self) -> None:
         count = len(self._lanes.queues)
+        import aiohttp  # here, not at the top: --direct needs neither it nor svix (a second to import)
+
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=count, limit_per_host=count, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=self._timeout),
@@ -360,6 +374,10 @@ class HttpTarget:
             await self._session.close()
 
     async def _send(self, _lane: int, item: tuple[ReplayEvent, str]) -> None:
+        import aiohttp
+
+        from sync_service.webhook_signatures import sign
+
         event, message_id = item
         assert self._session is not None
         last = ""
@@ -451,9 +469,10 @@ class ValidateOnlyTarget:
         return None
 
     async def submit(self, events: list[Assigned]) -> None:
+        received_at = _received_now()
         for event, message_id in events:
             try:
-                delivery = self._rules.parse(event, message_id)
+                delivery = self._rules.parse(event, message_id, received_at)
             except MalformedBody as exc:
                 self._sink(event, message_id, "failed", str(exc), 400)
                 continue
