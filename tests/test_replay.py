@@ -496,7 +496,12 @@ async def test_an_email_swap_out_of_order_is_settled_by_the_conflict_retry(
     )
     code, summary, _ = await replay(capsys, migrated_database_url, str(source), "--direct")
 
-    assert (code, outcomes(summary)) == (0, {"applied": 4})
+    assert code == 0
+    # The two users go through different lanes (connections). Usually all four apply; when b's lane
+    # takes a@example.com before a's user.created lands, that create is a conflict, a's update applies,
+    # and the retried create is then older than a's row: stale. Either way nothing fails, and the rows
+    # end the same.
+    assert outcomes(summary) in ({"applied": 4}, {"applied": 3, "stale": 1})
     rows = await users(db)
     assert (rows[a["id"]]["email"], rows[b["id"]]["email"]) == ("c@example.com", "a@example.com")
 
