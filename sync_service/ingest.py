@@ -251,10 +251,8 @@ async def _write(
     Returns the message ids whose inbox row did not end as asked, with the status it has instead (None:
     not written, it had already ended for good; `stale`: an applied delivery's user was not written after
     all), usually none; and the state read for `upcoming` (None when there is no upcoming batch)."""
-    user_rows = [
-        _UserJson(u.id, u.email, u.email_verified, u.name, u.image, u.created_at, u.updated_at)
-        for u in (users[user_id] for user_id in sorted(users))
-    ]
+    # UserRow's field names are the users columns: msgspec encodes it as it is.
+    user_rows = [users[user_id] for user_id in sorted(users)]
     inbox_rows = [
         _InboxJson(
             d.message_id, d.event_type, d.user_id, d.event_timestamp, d.received_at, r.outcome.value,
@@ -275,17 +273,7 @@ async def _write(
     return exceptions, (_state_from(rows) if upcoming else None)
 
 
-# WRITE_BATCH's JSON rows: field names are the columns jsonb_to_recordset reads.
-class _UserJson(msgspec.Struct):
-    id: str
-    email: str
-    email_verified: bool
-    name: str | None
-    image: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
+# WRITE_BATCH's inbox rows: field names are the columns jsonb_to_recordset reads.
 class _InboxJson(msgspec.Struct):
     message_id: str
     event_type: str
