@@ -55,6 +55,11 @@ _PER_DELIVERY_ERRORS = (
 )
 
 
+# Inbox statuses that end a message id for good: a later delivery of it is a duplicate. `rejected` and
+# `conflict` rows are evaluated again.
+_FINISHED = frozenset({"applied", "stale", "ignored"})
+
+
 @dataclass(slots=True)
 class BatchState:
     """What a batch's decisions start from: the stored rows of its user ids and emails, who holds each of
@@ -191,7 +196,7 @@ def _state_from(rows: Sequence[asyncpg.Record]) -> BatchState:
         if kind == "u":
             state.stored[row[1]] = UserRow(row[1], *row[3:9])
             state.email_owner[row[3]] = row[1]
-        elif kind == "f":
+        elif row[2] in _FINISHED:
             state.finished.add(row[1])
     return state
 
