@@ -17,13 +17,11 @@ the writer loop with its read-ahead is this module's.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import asyncpg
 
 from sync_service.batching import Batch, Batcher, BatchObserver
 from sync_service.database import acquire
-from sync_service.errors import ServiceUnavailable
 from sync_service.events import Delivery
 from sync_service.ingest import BatchState, Result, apply_and_read_ahead, read_state
 
@@ -60,36 +58,29 @@ class GroupCommitter(Batcher[Delivery, Result]):
             on_batch=on_batch,
         )
 
-    async def _work_forever(self) -> None:
-        batch: _Batch = []
+    async def _serve(self, batch: _Batch) -> _Batch:
+        """Apply `batch` and answer its waiters; whatever is queued when its write is sent becomes the next
+        batch, whose state that write reads along. Goes on while there is work, on one connection (see
+        `Batcher._serve`); after a failure returns the batch taken but not yet applied."""
+        loop = asyncio.get_running_loop()
         state: BatchState | None = None
-        while True:
-            if not batch:
-                batch, state = [await self._queue.get()], None
-                self._take_queued(batch)
-            batch, state = await self._commit(batch, state)
-
-    async def _commit(self, batch: _Batch, state: BatchState | None) -> tuple[_Batch, BatchState | None]:
-        """Apply `batch` and answer its waiters. Whatever is queued when its write is sent becomes the next
-        batch, returned with its state when that could be read along."""
-        started = asyncio.get_running_loop().time()
-        outcomes: Sequence[Result | ServiceUnavailable]
         upcoming: _Batch = []
-        next_state: BatchState | None = None
-        deliveries = [delivery for delivery, _ in batch]
+        started = loop.time()
         try:
             async with acquire(self._pool, self._acquire_timeout) as conn:
-                if state is None:
-                    state = await read_state(conn, deliveries)
-                self._take_queued(upcoming)
-                outcomes, next_state = await apply_and_read_ahead(
-                    conn, deliveries, state, [delivery for delivery, _ in upcoming]
-                )
+                while batch:
+                    deliveries = [delivery for delivery, _ in batch]
+                    upcoming = []
+                    if state is None:
+                        state = await read_state(conn, deliveries)
+                    self._take_queued(upcoming)
+                    outcomes, state = await apply_and_read_ahead(
+                        conn, deliveries, state, [delivery for delivery, _ in upcoming]
+                    )
+                    self._settle(batch, outcomes, started)
+                    batch, started = upcoming, loop.time()
         except Exception as exc:
-            # Nothing was committed: every sender retries later. A bug must not acknowledge deliveries.
-            outcomes = self._failed(exc, len(batch))
-        finally:
-            for _ in batch:
-                self._queue.task_done()
-        self._answer(batch, outcomes, started)
-        return upcoming, next_state
+            # Nothing of `batch` was committed: every sender retries later. A bug must not acknowledge.
+            self._settle(batch, self._failed(exc, len(batch)), started)
+            return upcoming
+        return []

@@ -10,8 +10,8 @@ Backpressure: a full queue, or an item still unanswered after `timeout`, is `Ove
 Retry-After) instead of letting memory or latency grow. A database failure, or a bug, answers every item
 of its batch `DatabaseUnavailable`: nothing half-done is ever acknowledged.
 
-Used by the group commit of webhook deliveries (`batcher.GroupCommitter`, with a worker loop of its own
-that reads ahead) and by the user reads (`users.UserReader`).
+Used by the group commit of webhook deliveries (`batcher.GroupCommitter`, which serves its batches with
+a read-ahead of its own) and by the user reads (`users.UserReader`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ Batch = list[tuple[ItemT, Waiter[ResultT]]]
 class Batcher(Generic[ItemT, ResultT]):
     """The queue, the workers, the deadlines and the failure policy. Subclasses name themselves and their
     messages (`name`, `worker_name`, `queue_full`, `timed_out`) and either implement `_apply` (one batch on
-    one connection) or replace the whole worker loop (`_work_forever`) with the same building blocks."""
+    one connection) or replace `_serve` (the batches a worker runs on one connection) with the same
+    building blocks."""
 
     name = "batch"
     worker_name = "batch-worker"
@@ -120,10 +121,12 @@ class Batcher(Generic[ItemT, ResultT]):
         raise NotImplementedError
 
     async def _work_forever(self) -> None:
+        batch: Batch[ItemT, ResultT] = []
         while True:
-            batch = [await self._queue.get()]
-            self._take_queued(batch)
-            await self._run(batch)
+            if not batch:
+                batch = [await self._queue.get()]
+                self._take_queued(batch)
+            batch = await self._serve(batch)
 
     def _take_queued(self, batch: Batch[ItemT, ResultT]) -> None:
         while len(batch) < self._batch_size:
@@ -132,18 +135,27 @@ class Batcher(Generic[ItemT, ResultT]):
             except asyncio.QueueEmpty:
                 return
 
-    async def _run(self, batch: Batch[ItemT, ResultT]) -> None:
-        started = asyncio.get_running_loop().time()
-        outcomes: Sequence[ResultT | ServiceUnavailable]
+    async def _serve(self, batch: Batch[ItemT, ResultT]) -> Batch[ItemT, ResultT]:
+        """Run `batch`, then whatever queued meanwhile, until the queue is empty, on one connection.
+
+        The connection is held from batch to batch while there is work: taking one from the pool and giving
+        it back each cost the worker a pass of the event loop (asyncpg runs both in tasks of their own),
+        which under load is milliseconds of every waiter's latency. After a failure the connection goes
+        back (the pool discards a broken one) and the next batch takes a fresh one.
+
+        Returns what was taken from the queue but not run (for `_work_forever` to serve next)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             async with acquire(self._pool, self._acquire_timeout) as conn:
-                outcomes = await self._apply(conn, [item for item, _ in batch])
+                while batch:
+                    outcomes = await self._apply(conn, [item for item, _ in batch])
+                    self._settle(batch, outcomes, started)
+                    batch, started = [], loop.time()
+                    self._take_queued(batch)
         except Exception as exc:
-            outcomes = self._failed(exc, len(batch))
-        finally:
-            for _ in batch:
-                self._queue.task_done()
-        self._answer(batch, outcomes, started)
+            self._settle(batch, self._failed(exc, len(batch)), started)
+        return []
 
     def _failed(self, exc: Exception, count: int) -> list[ServiceUnavailable]:
         """What each of `count` items is answered when their batch raised `exc` (call it in `except`)."""
@@ -156,9 +168,12 @@ class Batcher(Generic[ItemT, ResultT]):
         # Nothing of it is answered as done: every sender retries later. A bug must not acknowledge.
         return [DatabaseUnavailable(exc.__class__.__name__)] * count
 
-    def _answer(
+    def _settle(
         self, batch: Batch[ItemT, ResultT], outcomes: Sequence[ResultT | ServiceUnavailable], started: float
     ) -> None:
+        """Mark `batch` done on the queue (`close` waits for that) and answer each waiter still waiting."""
+        for _ in batch:
+            self._queue.task_done()
         for (_, waiter), outcome in zip(batch, outcomes, strict=True):
             if not waiter.done():
                 waiter.set_result(outcome)

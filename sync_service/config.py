@@ -149,7 +149,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         ),
         ingest_batch_size=_int(env, "INGEST_BATCH_SIZE", 256, minimum=1, maximum=5_000),
         ingest_queue_size=_int(env, "INGEST_QUEUE_SIZE", 4_096, minimum=1, maximum=1_000_000),
-        ingest_writers=_int(env, "INGEST_WRITERS", 2, minimum=1, maximum=16),
+        ingest_writers=_int(env, "INGEST_WRITERS", 1, minimum=1, maximum=16),
         ingest_timeout_seconds=_float(env, "INGEST_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=60),
         retry_after_seconds=_int(env, "RETRY_AFTER_SECONDS", 5, minimum=1, maximum=3600),
         embedded_pg_dir=Path(env.get("EMBEDDED_PG_DIR", "").strip() or _default_data_dir()).expanduser(),
