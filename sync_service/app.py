@@ -11,7 +11,6 @@ from typing import Any
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import CacheControlHeader, State
-from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -110,9 +109,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[webhook_router, health_router, users_router, metrics.metrics_endpoint],
         lifespan=[database_lifespan, auth_lifespan],
         state=State({"settings": settings}),
-        dependencies={
-            "receiver": Provide(_provide_receiver, sync_to_thread=False),
-        },
         exception_handlers=dict(exception_handlers(settings)),
         cors_config=_cors(settings),
         openapi_config=OpenAPIConfig(
@@ -146,11 +142,6 @@ def create_app_from_environment() -> Litestar:
     settings = load_settings()
     configure_logging(settings.log_level)
     return create_app(settings)
-
-
-def _provide_receiver(state: State) -> WebhookReceiver:
-    receiver: WebhookReceiver = state.receiver
-    return receiver
 
 
 def _cors(settings: Settings) -> CORSConfig | None:

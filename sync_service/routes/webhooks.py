@@ -7,9 +7,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Request, Response, post
-from litestar.di import NamedDependency
+import msgspec
+from litestar import Request, post
+from litestar.openapi import ResponseSpec
 from litestar.params import RawBody
+from litestar.response.base import ASGIResponse
 
 from sync_service.events import HANDLED_TYPES, Outcome, check_message_id, parse_delivery
 from sync_service.ingest import Result
@@ -18,7 +20,26 @@ from sync_service.webhook_receiver import WebhookReceiver
 log = logging.getLogger("sync_service.webhooks")
 
 _JSON = "application/json"
-_ACK_BODIES = {outcome: b'{"status":"%s"}' % outcome.value.encode() for outcome in Outcome}
+
+
+class Ack(msgspec.Struct):
+    status: Outcome
+
+
+class Refusal(msgspec.Struct):
+    status_code: int
+    detail: str | None
+    extra: dict[str, str | None]
+
+
+# The answers to acknowledged deliveries, built once: a ready ASGI response skips Litestar's per-request
+# response building (measured: about 25 us of the ~70 us the framework spends on this route). They hold no
+# per-request state: each answer sends a fresh copy of the header list, which middleware (CORS) may extend.
+_ACKS = {
+    outcome: ASGIResponse(body=msgspec.json.encode(Ack(outcome)), status_code=200, media_type=_JSON)
+    for outcome in Outcome
+    if outcome.acknowledged
+}
 
 
 @post(
@@ -31,11 +52,21 @@ _ACK_BODIES = {outcome: b'{"status":"%s"}' % outcome.value.encode() for outcome 
         "409 email held by another user (retry), 413 too large, 422 invalid fields, 503 retry later."
     ),
     security=[],
+    responses={
+        200: ResponseSpec(Ack, description="Applied, duplicate, stale or ignored", generate_examples=False),
+        409: ResponseSpec(
+            Refusal, description="Email held by another user id: retry", generate_examples=False
+        ),
+        422: ResponseSpec(
+            Refusal, description="Invalid fields (recorded as rejected)", generate_examples=False
+        ),
+    },
 )
-async def receive_better_auth_webhook(
-    request: Request[Any, Any, Any], body: RawBody, receiver: NamedDependency[WebhookReceiver]
-) -> Response[bytes]:
+async def receive_better_auth_webhook(request: Request[Any, Any, Any], body: RawBody) -> ASGIResponse:
     started = time.perf_counter()
+    # Taken from the app state rather than injected: dependency resolution cost this route about as much
+    # as verifying the signature.
+    receiver: WebhookReceiver = request.app.state.receiver
     message_id = check_message_id(receiver.verifier.verify(body, request.headers))
     delivery = parse_delivery(
         message_id,
@@ -64,13 +95,9 @@ async def receive_better_auth_webhook(
     return _response(result)
 
 
-def _response(result: Result) -> Response[bytes]:
+def _response(result: Result) -> ASGIResponse:
     if result.outcome.acknowledged:
-        return Response(_ACK_BODIES[result.outcome], status_code=200, media_type=_JSON)
+        return _ACKS[result.outcome]
     status = 409 if result.outcome is Outcome.CONFLICT else 422
-    content: dict[str, Any] = {
-        "status_code": status,
-        "detail": result.detail,
-        "extra": {"status": result.outcome.value, "field": result.field},
-    }
-    return Response(content, status_code=status, media_type=_JSON)  # type: ignore[arg-type]
+    refusal = Refusal(status, result.detail, {"status": result.outcome.value, "field": result.field})
+    return ASGIResponse(body=msgspec.json.encode(refusal), status_code=status, media_type=_JSON)
