@@ -79,6 +79,10 @@ class GroupCommitter(Batcher[Delivery, Result]):
                     )
                     self._settle(batch, outcomes, started)
                     batch, started = upcoming, loop.time()
+                    if not batch:
+                        # Nothing was queued when the write went out, but deliveries may have come in since:
+                        # they start a batch of their own (its state read first) on the same connection.
+                        self._take_queued(batch)
         except Exception as exc:
             # Nothing of `batch` was committed: every sender retries later. A bug must not acknowledge.
             self._settle(batch, self._failed(exc, len(batch)), started)
