@@ -10,7 +10,7 @@ from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -101,7 +101,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[users.me, users.by_id],
         middleware=[DefineMiddleware(BearerAuthMiddleware, verifier=token_verifier)],
         security=[{"BearerToken": []}],
-        cache_control=CacheControlHeader(no_store=True),  # personal data: no browser or proxy copies
         tags=["users"],
     )
 
