@@ -147,6 +147,30 @@ async def test_same_message_id_twice_is_a_duplicate(
     assert await _counts(db) == (1, 1)
 
 
+async def test_acknowledgements_stay_the_same_when_middleware_adds_headers(
+    migrated_database_url: str, db: asyncpg.Connection
+) -> None:
+    # Acknowledgements are ready-made responses shared by every request (routes/webhooks.py); the CORS
+    # middleware adds its headers to each answer, and they must not pile up on the shared one.
+    origin = "https://app.example.com"
+    settings = make_settings(migrated_database_url, CORS_ALLOW_ORIGINS=origin)
+    users = [user_data() for _ in range(3)]
+    with start_service(settings) as service:
+        async with service.client() as client:
+            answers = [
+                await deliver(
+                    client, envelope(users[i % 3]), message_id=f"msg_cors_{i % 3}", headers={"Origin": origin}
+                )
+                for i in range(6)
+            ]
+    assert [a.json() for a in answers] == [{"status": "applied"}] * 3 + [{"status": "duplicate"}] * 3
+    for answer in answers:
+        assert answer.headers.get_list("access-control-allow-origin") == [origin]
+        assert answer.headers.get_list("content-type") == ["application/json"]
+        assert answer.headers["content-length"] == str(len(answer.content))
+    assert await _counts(db) == (3, 3)
+
+
 async def test_same_message_id_concurrently_is_applied_once(
     service: ServiceUnderTest, db: asyncpg.Connection
 ) -> None:
