@@ -1,12 +1,14 @@
 """Group commit: deliveries that arrive together are applied together, in one transaction.
 
 Requests put their delivery on a bounded queue and wait for the result of the commit that holds it.
-A few writer tasks each take whatever is queued (up to `batch_size`), apply it with the ingest core and
-hand each waiter its own result. While one batch waits on PostgreSQL, the next one fills up, so the
-batch size follows the load by itself and an idle service still answers a lone delivery at once.
-When a writer sends a batch and more deliveries are already queued, it takes them as its next batch and
-has the ingest core read their state in the same statement (`apply_and_read_ahead`): under load each
-batch costs one round trip to PostgreSQL instead of two.
+A writer task (`INGEST_WRITERS`, one by default) takes whatever is queued (up to `batch_size`), applies
+it with the ingest core and hands each waiter its own result. While one batch waits on PostgreSQL, the
+next one fills up, so the batch size follows the load by itself and an idle service still answers a lone
+delivery at once. When the writer sends a batch and more deliveries are already queued, it takes them as
+its next batch and has the ingest core read their state in the same statement (`apply_and_read_ahead`):
+under load each batch costs one round trip to PostgreSQL instead of two. A second writer would take
+deliveries as they arrive, before the first could read them along, and so pay two round trips per batch:
+more writers only help when a batch can be held up for long (locks taken elsewhere).
 
 Backpressure: a full queue, or a delivery still uncommitted after `timeout`, is answered 503 with
 Retry-After instead of letting memory or latency grow. Nothing is acknowledged before its commit.

@@ -33,8 +33,8 @@ class ErrorBody(msgspec.Struct):
 
 
 # Personal data: no browser or proxy copies.
-NO_STORE = CacheControlHeader(no_store=True)
-_HEADERS = {NO_STORE.HEADER_NAME: NO_STORE.to_header()}
+_NO_STORE = CacheControlHeader(no_store=True)
+_HEADERS = {_NO_STORE.HEADER_NAME: _NO_STORE.to_header()}
 _encode = msgspec.json.Encoder().encode
 
 _RESPONSES = {
