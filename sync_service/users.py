@@ -23,8 +23,12 @@ READ_BATCH_SIZE = 256
 # Reads waiting for a batch before new ones are answered 503 (uvicorn's own limit, 1000 open requests by
 # default, is usually reached first).
 READ_QUEUE_SIZE = 4096
-# Batches in flight at once, each on its own pooled connection.
-READERS = 2
+# Batches in flight at once, each on its own pooled connection. One: it takes every read that came in during
+# its round trip as the next batch. A second reader took reads as they arrived, so batches were small and
+# each paid a round trip of its own (measured: 175-200 against 212-288 us of CPU per read). A read stuck
+# behind a table lock holds up the reads queued after it until their deadline; a second reader would
+# have been stuck on the same lock.
+READERS = 1
 
 
 class User(msgspec.Struct, frozen=True):
