@@ -45,3 +45,16 @@ async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def users_locked(url: str) -> AsyncIterator[None]:
+    """The users table locked (ACCESS EXCLUSIVE) for the block: every statement touching it waits."""
+    async with connected(url) as locker:
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            await lock.rollback()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from sync_service.metrics import REGISTRY
-from tests.databases import connected
+from tests.databases import users_locked
 from tests.jwks_server import JwksServer, SigningKey, better_auth_claims, forged_tokens, running
 from tests.support import ServiceUnderTest, deliver, envelope, iso, make_settings, start_service, user_data
 from tests.tcp_proxy import TcpProxy
@@ -228,16 +228,13 @@ async def test_concurrent_reads_of_different_users_each_get_their_own_row(
     requests = [(u, "/users/me") for u in users] + [(u, f"/users/{u['id']}") for u in users[::3]]
     requests += [(users[0], "/users/me")] * 5 + [(u, "/users/me") for u in unsynced]
     random.Random(4).shuffle(requests)
-    async with connected(migrated_database_url) as locker, api.client() as client:
-        lock = locker.transaction()
-        await lock.start()
-        await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        tasks = [
-            asyncio.create_task(client.get(path, headers=bearer(token_for(keys["EdDSA"], jwks, user))))
-            for user, path in requests
-        ]
-        await asyncio.sleep(0.5)  # every read is now in a batch waiting on the lock, or queued behind one
-        await lock.rollback()
+    async with api.client() as client:
+        async with users_locked(migrated_database_url):
+            tasks = [
+                asyncio.create_task(client.get(path, headers=bearer(token_for(keys["EdDSA"], jwks, user))))
+                for user, path in requests
+            ]
+            await asyncio.sleep(0.5)  # every read is now in a batch waiting on the lock, or queued behind one
         answers = await asyncio.gather(*tasks)
     for (user, _), answer in zip(requests, answers, strict=True):
         if user in unsynced:
@@ -325,24 +322,14 @@ async def test_pool_exhausted_reads_are_503_within_the_acquire_timeout(
     )
     with start_service(settings) as service:
         user = await synced_user(service)
-        async with (
-            service.client(headers=bearer(token_for(keys["EdDSA"], jwks, user))) as client,
-            connected(migrated_database_url) as locker,
-        ):
-            lock = locker.transaction()
-            await lock.start()
-            await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-            stuck = asyncio.create_task(deliver(client, envelope(user_data())))
-            await asyncio.sleep(0.3)  # its batch now holds the only connection, waiting on the lock
-            started = time.monotonic()
-            reads = await asyncio.gather(*(client.get("/users/me") for _ in range(3)))
-            waited = time.monotonic() - started
-            stuck_answer = await stuck
-            await lock.rollback()
+        async with service.client(headers=bearer(token_for(keys["EdDSA"], jwks, user))) as client:
+            async with users_locked(migrated_database_url):
+                stuck = asyncio.create_task(deliver(client, envelope(user_data())))
+                await asyncio.sleep(0.3)  # its batch now holds the only connection, waiting on the lock
+                reads, waited = await _timed_reads(client, 3)
+                stuck_answer = await stuck
             after = await client.get("/users/me")
-    for response in [*reads, stuck_answer]:
-        assert response.status_code == 503, response.text
-        assert response.headers["retry-after"].isdigit()
+    _assert_retry_later([*reads, stuck_answer])
     assert waited < 1.8, f"acquire should time out after 0.5 s, took {waited:.1f} s"
     assert after.status_code == 200
     assert after.json() == as_api_json(user)
@@ -362,27 +349,30 @@ async def test_reads_behind_a_stuck_read_are_503_by_their_deadline(
     )
     with start_service(settings) as service:
         user = await synced_user(service)
-        async with (
-            service.client(headers=bearer(token_for(keys["EdDSA"], jwks, user))) as client,
-            connected(migrated_database_url) as locker,
-        ):
-            lock = locker.transaction()
-            await lock.start()
-            await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-            stuck = asyncio.create_task(client.get("/users/me"))
-            await asyncio.sleep(0.3)  # its batch is now waiting on the lock
-            started = time.monotonic()
-            others = await asyncio.gather(*(client.get("/users/me") for _ in range(3)))
-            waited = time.monotonic() - started
-            stuck_answer = await stuck
-            await lock.rollback()
+        async with service.client(headers=bearer(token_for(keys["EdDSA"], jwks, user))) as client:
+            async with users_locked(migrated_database_url):
+                stuck = asyncio.create_task(client.get("/users/me"))
+                await asyncio.sleep(0.3)  # its batch is now waiting on the lock
+                others, waited = await _timed_reads(client, 3)
+                stuck_answer = await stuck
             after = await client.get("/users/me")
-    for response in [*others, stuck_answer]:
-        assert response.status_code == 503, response.text
-        assert response.headers["retry-after"].isdigit()
+    _assert_retry_later([*others, stuck_answer])
     assert waited < 4, f"the deadline is 2.5 s, the reads took {waited:.1f} s"
     assert after.status_code == 200
     assert after.json() == as_api_json(user)
+
+
+async def _timed_reads(client: httpx.AsyncClient, count: int) -> tuple[list[httpx.Response], float]:
+    """`count` concurrent GET /users/me, and the seconds until the last was answered."""
+    started = time.monotonic()
+    answers = await asyncio.gather(*(client.get("/users/me") for _ in range(count)))
+    return list(answers), time.monotonic() - started
+
+
+def _assert_retry_later(responses: list[httpx.Response]) -> None:
+    for response in responses:
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"].isdigit()
 
 
 # --- keys: rotation, outage, flood -------------------------------------------------------------------
