@@ -3,7 +3,9 @@
 POST /webhooks/better-auth reads the raw body and decodes it with msgspec into a Struct like the
 service's envelope and user (same fields, same types, tz-aware datetimes), then answers a tiny JSON.
 GET /users/me answers a constant user (a msgspec Struct Litestar serialises, about the size of a real
-one). Served by uvicorn exactly as `sync-service serve` serves the service (one worker, same options).
+one). Served by uvicorn exactly as `sync-service serve` serves the service (one worker, same options,
+including its HTTP protocol class, which sends a small response in one write): the ratios then compare
+the service's own work, not a difference in how the two are served.
 
     python scripts/bench/noop_app.py --port 8001
 """
@@ -80,7 +82,8 @@ def main() -> None:
     logging.getLogger("uvicorn.access").disabled = True
     uvicorn.run(
         create_app(), host=args.host, port=args.port, log_config=None, server_header=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=30, http="sync_service.http_protocol:DeadlineHttpToolsProtocol",
+        limit_concurrency=1000,  # `sync-service serve`'s default --limit-concurrency
     )  # fmt: skip
 
 
