@@ -8,7 +8,6 @@ at all raises (`MalformedBody`, answered 400); everything else is an outcome the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
@@ -68,8 +67,12 @@ class UserData(msgspec.Struct, rename="camel"):
     image: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class UserRow:
+# The per-delivery records below are frozen msgspec Structs rather than dataclasses: a frozen dataclass
+# sets each field through object.__setattr__ (about 1.2 us per UserRow against 0.1 us), and every delivery
+# builds several. gc=False: they hold no reference cycles, so the collector need not track them.
+
+
+class UserRow(msgspec.Struct, frozen=True, gc=False):
     """A user as stored: the values an applied event writes."""
 
     id: str
@@ -81,8 +84,7 @@ class UserRow:
     updated_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
+class Rejection(msgspec.Struct, frozen=True, gc=False):
     field: str
     reason: str
 
@@ -90,8 +92,7 @@ class Rejection:
         return f"{self.field}: {self.reason}"
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(msgspec.Struct, frozen=True, gc=False):
     """One verified webhook message, ready for the ingest core.
 
     Exactly one of `user` (a handled, valid event), `rejection` (a handled type that failed validation)

@@ -24,7 +24,7 @@ so one bad event never fails the others.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
@@ -34,8 +34,7 @@ from sync_service import sql
 from sync_service.events import Delivery, Outcome, UserRow, as_json_string
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(msgspec.Struct, frozen=True, gc=False):
     outcome: Outcome
     detail: str | None = None  # why, for rejected and conflict
     field: str | None = None  # which field, for rejected
@@ -117,7 +116,7 @@ async def _apply_alone_after_failure(conn: asyncpg.Connection, delivery: Deliver
     The payload itself may be what PostgreSQL refused (jsonb holds no number beyond its numeric range,
     e.g. 1e999999, in a field we otherwise ignore), so it is first tried again with the payload kept as
     a JSON string: the event still applies, as DESIGN wants for unknown fields."""
-    delivery = replace(delivery, payload=as_json_string(delivery.payload))
+    delivery = msgspec.structs.replace(delivery, payload=as_json_string(delivery.payload))
     try:
         return (await _apply(conn, [delivery], None, ()))[0][0]
     except asyncpg.exceptions.UniqueViolationError:
