@@ -8,7 +8,7 @@ mean "not a genuine delivery" here, answered 401 with no detail about why.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from svix.webhooks import Webhook, WebhookVerificationError
 
@@ -16,6 +16,20 @@ from sync_service.errors import InvalidSignature
 
 _HEADER_NAMES = ("svix-id", "svix-timestamp", "svix-signature", "webhook-id", "webhook-timestamp",
                  "webhook-signature")  # fmt: skip
+_RAW_HEADER_NAMES = frozenset(name.encode() for name in _HEADER_NAMES)
+
+
+def signature_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The signature headers among a request's raw ASGI headers (a repeated one: its last value).
+
+    Taken from the raw list rather than from Litestar's `request.headers`, which would first build a
+    case-insensitive mapping of every header (about 4 us, a quarter of what svix's check costs)."""
+    relevant: dict[str, str] = {}
+    for name, value in raw_headers:
+        lowered = name.lower()
+        if lowered in _RAW_HEADER_NAMES:
+            relevant[lowered.decode()] = value.decode("latin-1")
+    return relevant
 
 
 class SignatureVerifier:

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from sync_service.webhook_signatures import signature_headers
 from tests.support import (
     SECRET,
     SECRET_2,
@@ -309,6 +310,24 @@ async def test_svix_headers_win_when_both_families_are_present(
     assert response.json() == {"status": "applied"}
     assert await _inbox(db, "msg_svix_family") is not None
     assert await _inbox(db, "msg_webhook_family") is None
+
+
+def test_signature_headers_are_picked_from_the_raw_header_list() -> None:
+    raw = [
+        (b"host", b"127.0.0.1"),
+        (b"Webhook-Id", b"msg_1"),  # ASGI servers lowercase names; a hand-built scope may not
+        (b"webhook-timestamp", b"1764244733"),
+        (b"webhook-signature", b"v1,first"),
+        (b"webhook-signature", b"v1,second"),
+        (b"svix-id", b"msg_2"),
+        (b"authorization", b"Bearer secret-token"),
+    ]
+    assert signature_headers(raw) == {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": "1764244733",
+        "webhook-signature": "v1,second",  # as a mapping of the headers would have it: the last one
+        "svix-id": "msg_2",
+    }
 
 
 @pytest.mark.parametrize(

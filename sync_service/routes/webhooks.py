@@ -16,6 +16,7 @@ from litestar.response.base import ASGIResponse
 from sync_service.events import HANDLED_TYPES, Outcome, check_message_id, parse_delivery
 from sync_service.ingest import Result
 from sync_service.webhook_receiver import WebhookReceiver
+from sync_service.webhook_signatures import signature_headers
 
 log = logging.getLogger("sync_service.webhooks")
 
@@ -67,7 +68,8 @@ async def receive_better_auth_webhook(request: Request[Any, Any, Any], body: Raw
     # Taken from the app state rather than injected: dependency resolution cost this route about as much
     # as verifying the signature.
     receiver: WebhookReceiver = request.app.state.receiver
-    message_id = check_message_id(receiver.verifier.verify(body, request.headers))
+    signed = signature_headers(request.scope["headers"])
+    message_id = check_message_id(receiver.verifier.verify(body, signed))
     delivery = parse_delivery(
         message_id,
         body,
