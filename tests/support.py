@@ -19,6 +19,7 @@ from svix.webhooks import Webhook
 
 from sync_service.app import create_app
 from sync_service.config import Settings, load_settings
+from sync_service.http_protocol import DeadlineHttpToolsProtocol
 
 # Two valid secrets (24 and 32 random bytes, base64), for rotation tests.
 SECRET = "whsec_wEI3M3vAYjZHYziLgtZJruB7Kml+T+AS"
@@ -57,26 +58,34 @@ class ServiceUnderTest:
 @contextlib.contextmanager
 def start_service(settings: Settings) -> Iterator[ServiceUnderTest]:
     """Run the app under uvicorn in a thread (its own event loop) on a free loopback port."""
-    port = free_port()
+    with serving(create_app(settings), lifespan="on") as server:
+        yield ServiceUnderTest(f"http://127.0.0.1:{server.config.port}", settings, server)
+
+
+@contextlib.contextmanager
+def serving(app: Any, **options: Any) -> Iterator[uvicorn.Server]:
+    """uvicorn serving `app` in a thread on a free loopback port, with the HTTP protocol `sync-service
+    serve` uses; `options` go to uvicorn.Config."""
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host="127.0.0.1",
-        port=port,
+        port=free_port(),
         log_config=None,
-        lifespan="on",
         server_header=False,
         loop="asyncio",  # uvloop in a non-main thread fails to close its handles now and then
+        http=DeadlineHttpToolsProtocol,
+        **options,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{config.port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("service did not start")
+            raise RuntimeError("server did not start")
         time.sleep(0.01)
     try:
-        yield ServiceUnderTest(f"http://127.0.0.1:{port}", settings, server)
+        yield server
     finally:
         server.should_exit = True
         thread.join(timeout=30)
