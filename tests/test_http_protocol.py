@@ -92,18 +92,20 @@ def _response(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, body
 
 
+def _ask(sock: socket.socket, request: bytes) -> bytes:
+    """Send `request` (or its last part) and read the answer, which must be a 200; its body."""
+    sock.sendall(request)
+    head, body = _response(sock)
+    assert head.startswith(b"HTTP/1.1 200 OK"), head
+    return body
+
+
 def test_a_handler_slower_than_the_deadlines_answers_and_the_connection_stays_usable(port: int) -> None:
     with _connect(port) as sock:
-        sock.sendall(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
-        head, body = _response(sock)
-        assert head.startswith(b"HTTP/1.1 200")
-        assert body == b"5"
+        assert _ask(sock, b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello") == b"5"
         # Idle between requests for longer than a deadline: only the keep-alive timeout applies there.
         time.sleep(DEADLINE * 2)
-        sock.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc")
-        head, body = _response(sock)
-        assert head.startswith(b"HTTP/1.1 200")
-        assert body == b"3"
+        assert _ask(sock, b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc") == b"3"
 
 
 def test_each_request_on_a_connection_gets_its_own_full_deadline(port: int) -> None:
@@ -111,10 +113,7 @@ def test_each_request_on_a_connection_gets_its_own_full_deadline(port: int) -> N
         for _ in range(3):
             sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n")
             time.sleep(DEADLINE * 0.6)  # most of a deadline, three times: more than one deadline in all
-            sock.sendall(b"\r\n")
-            head, body = _response(sock)
-            assert head.startswith(b"HTTP/1.1 200")
-            assert body == b"0"
+            assert _ask(sock, b"\r\n") == b"0"
 
 
 def test_a_request_trickled_on_a_reused_connection_is_cut_off_one_deadline_after_it_began(port: int) -> None:
@@ -122,9 +121,7 @@ def test_a_request_trickled_on_a_reused_connection_is_cut_off_one_deadline_after
     # tests/reliability/test_security.py; this is the case where a timer set for an earlier request fires
     # before the current request's deadline and must wait for it.)
     with _connect(port) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        head, _ = _response(sock)
-        assert head.startswith(b"HTTP/1.1 200")
+        assert _ask(sock, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n") == b"0"
         time.sleep(DEADLINE / 2)
         sock.sendall(b"GET / HTTP/1.1\r\n")
         assert DEADLINE * 0.8 <= _closed_after(sock, b"x-padding: " + b"a" * 200) <= DEADLINE + 2
