@@ -52,7 +52,7 @@ import httpx
 import psycopg
 from bench import checks, procfs, workload
 from bench.jwks import JwksServer
-from bench.profile_summary import summarise
+from bench.profile_summary import comparison, per_request, summarise
 from bench.wrk import WrkMissing, WrkResult, find_wrk, run_wrk
 from svix.webhooks import Webhook
 
@@ -71,6 +71,8 @@ SERVICE_VARIABLES = (
     "CORS_ALLOW_ORIGINS", "LOG_LEVEL", "INGEST_BATCH_SIZE", "INGEST_QUEUE_SIZE", "INGEST_WRITERS",
     "INGEST_TIMEOUT_SECONDS", "RETRY_AFTER_SECONDS", "EMBEDDED_PG_DIR",
 )  # fmt: skip
+
+PROFILE_RATE_HZ = 250
 
 TARGET_INGEST_RATIO = 0.85
 TARGET_P99_MS = 50.0
@@ -147,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="record the service with py-spy during ingest and /users/me (raw files in DIR)",
+        help="record the apps with py-spy during ingest, /users/me and the no-op phases (raw files in DIR)",
     )
     parser.add_argument(
         "--service-env", action="append", default=[], metavar="NAME=VALUE",
@@ -278,10 +280,11 @@ class Benchmark:
     def phase_noop_post(self) -> None:
         events = workload.Workload(seed=7).events(self.plan.noop_requests)
         self._write(self.tmp / "noop-post", events)
-        self.measure(
-            "no-op POST", self.noop_url, self.noop_pid, self.tmp / "noop-post", mode="cycle",
-            seconds=self.plan.phase_seconds,
-        )  # fmt: skip
+        with self._profiled("no-op POST", self.noop_pid):
+            self.measure(
+                "no-op POST", self.noop_url, self.noop_pid, self.tmp / "noop-post", mode="cycle",
+                seconds=self.plan.phase_seconds,
+            )  # fmt: skip
 
     def _write(self, prefix: Path, events: Sequence[workload.Event]) -> list[list[int]]:
         """Sign every event now (svix accepts timestamps up to 5 minutes old) and write wrk's files."""
@@ -300,16 +303,12 @@ class Benchmark:
             log(f"{name}: signing {count:,} deliveries")
             prefix = self.tmp / name.replace(" ", "-")
             order = self._write(prefix, events)
-            profiler = self._start_profiler(name) if name == "webhook ingest" else None
             batches_before = _batches(self.db_url)
-            try:
+            with self._profiled(name, self.service_pid, enabled=name == "webhook ingest"):
                 figures = self.measure(
                     name, self.service_url, self.service_pid, prefix, mode="once",
                     seconds=self.plan.ingest_cap_seconds,
                 )  # fmt: skip
-            finally:
-                if profiler is not None:
-                    self._stop_profiler(name, profiler)
             result = figures.result
             assert result is not None
             for thread, indexes in enumerate(order):
@@ -346,9 +345,11 @@ class Benchmark:
         ]
         prefix = self.tmp / "read"
         workload.write_thread_files(prefix, requests, self.threads)
-        self.measure(
-            "no-op GET", self.noop_url, self.noop_pid, prefix, mode="cycle", seconds=self.plan.phase_seconds
-        )
+        with self._profiled("no-op GET", self.noop_pid):
+            self.measure(
+                "no-op GET", self.noop_url, self.noop_pid, prefix, mode="cycle",
+                seconds=self.plan.phase_seconds,
+            )  # fmt: skip
 
         status, body = _get(f"{self.service_url}/users/me", {"Authorization": f"Bearer {tokens[0]}"})
         if status == 404 and all(
@@ -368,15 +369,11 @@ class Benchmark:
                 checks.Check(False, f"GET /users/me with a valid EdDSA token answers 200 (got {status})")
             )
             return
-        profiler = self._start_profiler("GET /users/me")
-        try:
+        with self._profiled("GET /users/me", self.service_pid):
             self.measure(
                 "GET /users/me", self.service_url, self.service_pid, prefix, mode="cycle",
                 seconds=self.plan.phase_seconds,
             )  # fmt: skip
-        finally:
-            if profiler is not None:
-                self._stop_profiler("GET /users/me", profiler)
 
     def phase_replay(self) -> None:
         help_run = subprocess.run(
@@ -422,7 +419,22 @@ class Benchmark:
         directory: Path = self.args.profile
         return directory / (phase.replace("/", "").replace(" ", "-").strip("-") + ".txt")
 
-    def _start_profiler(self, phase: str) -> subprocess.Popen[bytes] | None:
+    @contextlib.contextmanager
+    def _profiled(self, phase: str, pid: int, *, enabled: bool = True) -> Iterator[None]:
+        """With --profile, record `pid` with py-spy while the block runs (the no-op phases too, so that the
+        service's profile can be compared with the ceiling's)."""
+        profiler = self._start_profiler(phase, pid) if enabled else None
+        try:
+            yield
+        finally:
+            if profiler is not None:
+                self._stop_profiler(phase, profiler)
+
+    def _per_request(self, phase: str) -> dict[str, float]:
+        result = self.figures[phase].result
+        return per_request(self._profile_path(phase), result.answered if result else 0, PROFILE_RATE_HZ)
+
+    def _start_profiler(self, phase: str, pid: int) -> subprocess.Popen[bytes] | None:
         if self.args.profile is None:
             return None
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -431,7 +443,7 @@ class Benchmark:
             return None
         self.args.profile.mkdir(parents=True, exist_ok=True)
         command = [
-            py_spy, "record", "--pid", str(self.service_pid), "--rate", "250", "--nonblocking",
+            py_spy, "record", "--pid", str(pid), "--rate", str(PROFILE_RATE_HZ), "--nonblocking",
             "--format", "raw", "--output", str(self._profile_path(phase)),
         ]  # fmt: skip
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -510,8 +522,12 @@ class Benchmark:
             out.append("")
             out += [f"note: {n}" for n in self.notes]
         for phase, summary in self.profiles.items():
-            out += ["", f"py-spy profile of the service during {phase}:"]
+            out += ["", f"py-spy profile during {phase}:"]
             out += [f"  {line}" for line in summary.splitlines()]
+        for ceiling, phase in (("no-op POST", "webhook ingest"), ("no-op GET", "GET /users/me")):
+            if ceiling in self.profiles and phase in self.profiles:
+                out += ["", f"where the CPU of a request goes (py-spy samples), {phase} against {ceiling}:"]
+                out.append(comparison(ceiling, self._per_request(ceiling), phase, self._per_request(phase)))
         print("\n".join(out))
 
     def _targets(self) -> list[str]:
