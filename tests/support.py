@@ -66,16 +66,19 @@ def start_service(settings: Settings) -> Iterator[ServiceUnderTest]:
 def serving(app: Any, **options: Any) -> Iterator[uvicorn.Server]:
     """uvicorn serving `app` in a thread on a free loopback port, with the HTTP protocol `sync-service
     serve` uses; `options` go to uvicorn.Config."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=free_port(),
-        log_config=None,
-        server_header=False,
-        loop="asyncio",  # uvloop in a non-main thread fails to close its handles now and then
-        http=DeadlineHttpToolsProtocol,
-        **options,
-    )
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "log_config": None,
+        "server_header": False,
+        "loop": "asyncio",  # uvloop in a non-main thread fails to close its handles now and then
+        "http": DeadlineHttpToolsProtocol,
+        # Longer than any test. With uvicorn's 5 s, a pooled client connection left idle that long could be
+        # reused at the moment the server closed it, and the request failed with a reset (reproduced with
+        # a 0.05 s keep-alive, stock protocol or ours); real senders retry, a test's one request must not.
+        "timeout_keep_alive": 300,
+    }
+    config = uvicorn.Config(app, **{**settings, **options})
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{config.port}", daemon=True)
     thread.start()
