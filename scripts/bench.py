@@ -14,6 +14,8 @@ One run, bounded in time (about 2-4 minutes; --quick under 1 minute), that stops
    - webhook ingest: a warm-up, then N deliveries (default 200,000) with unique message ids, half
      user.created of new users and half user.updated of earlier users, each signed with svix's signer
      right before its phase; every request is sent once;
+   - the same kind of stream against a straightforward receiver (scripts/bench/per_request_app.py:
+     svix, msgspec, one transaction per request, its own database): what group commit gains;
    - no-op GET and GET /users/me with EdDSA tokens (skipped when the route is not there);
    - `sync-service replay --direct` events/s (skipped when the verb is not there);
 4. prints req/s, ratios, p50/p99 latency, CPU used by the service, PostgreSQL and wrk, the service's
@@ -58,6 +60,7 @@ from svix.webhooks import Webhook
 
 HERE = Path(__file__).resolve().parent
 NOOP_APP = HERE / "bench" / "noop_app.py"
+PER_REQUEST_APP = HERE / "bench" / "per_request_app.py"
 SECRET = "whsec_" + "YmVuY2htYXJrLXNlY3JldC0zMi1ieXRlcy1sb25nISE="  # 32 bytes; a throwaway
 HOST = "127.0.0.1"
 
@@ -89,10 +92,11 @@ class Plan:
     noop_requests: int  # distinct requests the no-op POST phase cycles through
     tokens: int  # distinct users/tokens for the read phase
     replay_events: int
+    per_request_deliveries: int  # unique deliveries the per-request receiver phase may send
 
 
-DEFAULT = Plan(10, 10_000, 200_000, 170, 20_000, 1_000, 20_000)
-QUICK = Plan(3, 2_000, 20_000, 30, 5_000, 200, 3_000)
+DEFAULT = Plan(10, 10_000, 200_000, 170, 20_000, 1_000, 20_000, 40_000)
+QUICK = Plan(3, 2_000, 20_000, 30, 5_000, 200, 3_000, 10_000)
 
 
 @dataclass
@@ -196,8 +200,15 @@ class Benchmark:
             _run_checked(
                 [*self.cli, "migrate"], env=self._service_env({}), cwd=tmp, what="sync-service migrate"
             )
+            # The per-request receiver writes to a database of its own, so that the service's checks and
+            # its batch counts see only the service's rows.
+            baseline_db = stack.enter_context(throwaway_database(self.server_url))
+            _run_checked(
+                [*self.cli, "migrate"], env=_clean_env({"DATABASE_URL": baseline_db}), cwd=tmp,
+                what="sync-service migrate (per-request receiver's database)",
+            )  # fmt: skip
             jwks = stack.enter_context(JwksServer())
-            noop_port, service_port = _free_port(), _free_port()
+            noop_port, service_port, baseline_port = _free_port(), _free_port(), _free_port()
             noop = stack.enter_context(
                 running(
                     [sys.executable, str(NOOP_APP), "--port", str(noop_port)],
@@ -212,6 +223,16 @@ class Benchmark:
                     ready_url=f"http://{HOST}:{service_port}/health/ready", name="service",
                 )
             )  # fmt: skip
+            baseline = stack.enter_context(
+                running(
+                    [sys.executable, str(PER_REQUEST_APP), "--port", str(baseline_port)],
+                    env=_clean_env({"DATABASE_URL": baseline_db, "WEBHOOK_SECRET": SECRET}), cwd=tmp,
+                    log_path=tmp / "per-request.log", ready_url=f"http://{HOST}:{baseline_port}/health",
+                    name="per-request receiver",
+                )
+            )  # fmt: skip
+            self.baseline_url = f"http://{HOST}:{baseline_port}"
+            self.baseline_pid = baseline.pid
             if self.args.keep_logs:
                 stack.callback(self._keep_logs, tmp)
             self.noop_url = f"http://{HOST}:{noop_port}"
@@ -221,6 +242,7 @@ class Benchmark:
 
             self.phase_noop_post()
             sent, answered_all, acknowledged = self.phase_ingest()
+            self.phase_per_request()
             self.phase_reads(jwks, sent)
             self.rss["peak"] = procfs.status_kib(service.pid, "VmHWM")
             self.rss["noop_peak"] = procfs.status_kib(noop.pid, "VmHWM")
@@ -244,7 +266,7 @@ class Benchmark:
     def _keep_logs(self, tmp: Path) -> None:
         target: Path = self.args.keep_logs
         target.mkdir(parents=True, exist_ok=True)
-        for name in ("service.log", "noop.log"):
+        for name in ("service.log", "noop.log", "per-request.log"):
             if (tmp / name).exists():
                 shutil.copy(tmp / name, target / name)
 
@@ -330,6 +352,16 @@ class Benchmark:
                 "deliveries per commit on average (group commit)"
             )
         return sent, answered_all, acknowledged
+
+    def phase_per_request(self) -> None:
+        """The issue's straightforward receiver (verify, decode, one transaction per request) on the same
+        kind of stream: the baseline that group commit is measured against."""
+        events = workload.Workload(seed=3).events(self.plan.per_request_deliveries)
+        self._write(self.tmp / "per-request", events)
+        self.measure(
+            "per-request receiver", self.baseline_url, self.baseline_pid, self.tmp / "per-request",
+            mode="once", seconds=self.plan.phase_seconds,
+        )  # fmt: skip
 
     def phase_reads(self, jwks: JwksServer, sent: Sequence[workload.Event]) -> None:
         newest: dict[str, workload.UserVersion] = {}
@@ -485,6 +517,7 @@ class Benchmark:
             "no-op POST",
             "ingest warm-up",
             "webhook ingest",
+            "per-request receiver",
             "no-op GET",
             "GET /users/me",
             "replay --direct",
@@ -556,6 +589,12 @@ class Benchmark:
                     p99 <= TARGET_P99_MS,
                     f"<= {TARGET_P99_MS:g} ms",
                 )
+            )
+        baseline = rate("per-request receiver")
+        if ingest is not None and baseline:
+            lines.append(
+                f"  -     ingest / per-request receiver = {ingest:,.0f} / {baseline:,.0f} = "
+                f"{ingest / baseline:.2f}   (no target: group commit against one transaction per request)"
             )
         read, noop_get = rate("GET /users/me"), rate("no-op GET")
         if read is not None and noop_get:
