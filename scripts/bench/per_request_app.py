@@ -48,6 +48,7 @@ ON CONFLICT (id) DO UPDATE SET
     image = EXCLUDED.image, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
 WHERE users.updated_at < EXCLUDED.updated_at
 """
+log = logging.getLogger("per_request_app")
 _APPLIED = b'{"status":"applied"}'
 _DUPLICATE = b'{"status":"duplicate"}'
 
@@ -73,6 +74,12 @@ async def webhook(request: Request[Any, Any, Any], body: RawBody) -> Response[by
     return Response(_APPLIED if recorded else _DUPLICATE, status_code=200, media_type="application/json")
 
 
+def _failed(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Logged (to the log `bench.py --keep-logs` copies) so that a non-2xx in its row can be explained.
+    log.error("request failed", exc_info=exc)
+    return Response(b'{"detail":"internal error"}', status_code=500, media_type="application/json")
+
+
 @get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
@@ -90,6 +97,7 @@ def create_app() -> Litestar:
         lifespan=[database],
         request_max_body_size=262_144,
         logging_config=None,
+        exception_handlers={500: _failed},
     )
     app.state.webhook = Webhook(os.environ["WEBHOOK_SECRET"])
     return app
