@@ -59,8 +59,10 @@ from bench.wrk import WrkMissing, WrkResult, find_wrk, run_wrk
 from svix.webhooks import Webhook
 
 HERE = Path(__file__).resolve().parent
-NOOP_APP = HERE / "bench" / "noop_app.py"
-PER_REQUEST_APP = HERE / "bench" / "per_request_app.py"
+# Run as modules of the `bench` package (scripts/ on PYTHONPATH): the per-request receiver shares the
+# no-op app's way of serving.
+NOOP_APP = "bench.noop_app"
+PER_REQUEST_APP = "bench.per_request_app"
 SECRET = "whsec_" + "YmVuY2htYXJrLXNlY3JldC0zMi1ieXRlcy1sb25nISE="  # 32 bytes; a throwaway
 HOST = "127.0.0.1"
 
@@ -211,8 +213,8 @@ class Benchmark:
             noop_port, service_port, baseline_port = _free_port(), _free_port(), _free_port()
             noop = stack.enter_context(
                 running(
-                    [sys.executable, str(NOOP_APP), "--port", str(noop_port)],
-                    env=_clean_env({}), cwd=tmp, log_path=tmp / "noop.log",
+                    [sys.executable, "-m", NOOP_APP, "--port", str(noop_port)],
+                    env=_clean_env({"PYTHONPATH": str(HERE)}), cwd=tmp, log_path=tmp / "noop.log",
                     ready_url=f"http://{HOST}:{noop_port}/users/me", name="no-op app",
                 )
             )  # fmt: skip
@@ -225,8 +227,11 @@ class Benchmark:
             )  # fmt: skip
             baseline = stack.enter_context(
                 running(
-                    [sys.executable, str(PER_REQUEST_APP), "--port", str(baseline_port)],
-                    env=_clean_env({"DATABASE_URL": baseline_db, "WEBHOOK_SECRET": SECRET}), cwd=tmp,
+                    [sys.executable, "-m", PER_REQUEST_APP, "--port", str(baseline_port)],
+                    env=_clean_env(
+                        {"DATABASE_URL": baseline_db, "WEBHOOK_SECRET": SECRET, "PYTHONPATH": str(HERE)}
+                    ),
+                    cwd=tmp,
                     log_path=tmp / "per-request.log", ready_url=f"http://{HOST}:{baseline_port}/health",
                     name="per-request receiver",
                 )

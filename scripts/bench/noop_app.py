@@ -7,7 +7,7 @@ one). Served by uvicorn exactly as `sync-service serve` serves the service (one 
 including its HTTP protocol class, which sends a small response in one write): the ratios then compare
 the service's own work, not a difference in how the two are served.
 
-    python scripts/bench/noop_app.py --port 8001
+    cd scripts && python -m bench.noop_app --port 8001
 """
 
 from __future__ import annotations
@@ -72,19 +72,24 @@ def create_app() -> Litestar:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def serve(app: Litestar, description: str) -> None:
+    """Serve `app` on `--host`/`--port` exactly as `sync-service serve` serves the service: one worker,
+    its HTTP protocol class and concurrency limit, WARNING and up logged, uvicorn's access log off."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    # As the service's logging setup leaves it: WARNING and up, uvicorn's access log off.
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True
     uvicorn.run(
-        create_app(), host=args.host, port=args.port, log_config=None, server_header=False,
+        app, host=args.host, port=args.port, log_config=None, server_header=False,
         timeout_graceful_shutdown=30, http="sync_service.http_protocol:DeadlineHttpToolsProtocol",
         limit_concurrency=1000,  # `sync-service serve`'s default --limit-concurrency
     )  # fmt: skip
+
+
+def main() -> None:
+    serve(create_app(), __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@ envelope Struct as the no-op app, and in one transaction of its own records the 
 validation beyond the decode, no metrics: the baseline that group commit is measured against, in the
 same run, on the same database server. Served by uvicorn exactly as the no-op app is.
 
-    DATABASE_URL=postgresql://... WEBHOOK_SECRET=whsec_... python scripts/bench/per_request_app.py --port 8002
+    cd scripts && DATABASE_URL=postgresql://... WEBHOOK_SECRET=whsec_... \\
+        python -m bench.per_request_app --port 8002
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -20,19 +20,11 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import uvicorn
 from litestar import Litestar, Request, Response, get, post
 from litestar.params import RawBody
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from sync_service.events import AwareDatetime, UserData  # the service's own user Struct
-
-
-class Envelope(msgspec.Struct):
-    type: str
-    data: UserData
-    timestamp: AwareDatetime | None = None
-
+from bench.noop_app import Envelope, serve
 
 _RECORD = """
 INSERT INTO webhook_events (message_id, event_type, user_id, event_timestamp, status, payload)
@@ -104,17 +96,7 @@ def create_app() -> Litestar:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("uvicorn.access").disabled = True
-    uvicorn.run(
-        create_app(), host=args.host, port=args.port, log_config=None, server_header=False,
-        timeout_graceful_shutdown=30, http="sync_service.http_protocol:DeadlineHttpToolsProtocol",
-        limit_concurrency=1000,
-    )  # fmt: skip
+    serve(create_app(), __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
