@@ -4,10 +4,11 @@ signed with real keys served by a real JWKS endpoint on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
+from sync_service.config import Settings
 from sync_service.metrics import REGISTRY
 from tests.databases import users_locked
 from tests.jwks_server import JwksServer, SigningKey, better_auth_claims, forged_tokens, running
@@ -67,6 +69,18 @@ def token_for(key: SigningKey, server: JwksServer, user: dict[str, Any], **overr
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.asynccontextmanager
+async def signed_in(
+    settings: Settings, jwks: JwksServer, key: SigningKey
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, Any]]]:
+    """The service started with `settings`, one user synced through it, and a client with that user's
+    token."""
+    with start_service(settings) as service:
+        user = await synced_user(service)
+        async with service.client(headers=bearer(token_for(key, jwks, user))) as client:
+            yield client, user
 
 
 def as_api_json(user: dict[str, Any]) -> dict[str, Any]:
@@ -291,14 +305,12 @@ async def test_database_unreachable_reads_are_503_then_recover(
             DB_ACQUIRE_TIMEOUT="2",
             DB_COMMAND_TIMEOUT="3",
         )
-        with start_service(settings) as service:
-            user = await synced_user(service)
-            async with service.client(headers=bearer(token_for(keys["EdDSA"], jwks, user))) as client:
-                assert (await client.get("/users/me")).status_code == 200
-                await proxy.go_down()
-                down = [await client.get(path) for path in ("/users/me", f"/users/{user['id']}", "/users/me")]
-                await proxy.go_up()
-                after = await client.get("/users/me")
+        async with signed_in(settings, jwks, keys["EdDSA"]) as (client, user):
+            assert (await client.get("/users/me")).status_code == 200
+            await proxy.go_down()
+            down = [await client.get(path) for path in ("/users/me", f"/users/{user['id']}", "/users/me")]
+            await proxy.go_up()
+            after = await client.get("/users/me")
     for response in down:
         assert response.status_code == 503, response.text
         assert response.headers["retry-after"].isdigit()
@@ -320,16 +332,12 @@ async def test_pool_exhausted_reads_are_503_within_the_acquire_timeout(
         DB_COMMAND_TIMEOUT="30",
         INGEST_TIMEOUT_SECONDS="3",
     )
-    with start_service(settings) as service:
-        user = await synced_user(service)
-        async with service.client(headers=bearer(token_for(keys["EdDSA"], jwks, user))) as client:
-            async with users_locked(migrated_database_url):
-                stuck = asyncio.create_task(deliver(client, envelope(user_data())))
-                await asyncio.sleep(0.3)  # its batch now holds the only connection, waiting on the lock
-                reads, waited = await _timed_reads(client, 3)
-                stuck_answer = await stuck
-            after = await client.get("/users/me")
-    _assert_retry_later([*reads, stuck_answer])
+    async with signed_in(settings, jwks, keys["EdDSA"]) as (client, user):
+        # The delivery's batch holds the only connection, waiting on the lock.
+        answers, waited, after = await _reads_behind_a_stuck_request(
+            migrated_database_url, client, lambda: deliver(client, envelope(user_data()))
+        )
+    _assert_retry_later(answers)
     assert waited < 1.8, f"acquire should time out after 0.5 s, took {waited:.1f} s"
     assert after.status_code == 200
     assert after.json() == as_api_json(user)
@@ -347,19 +355,30 @@ async def test_reads_behind_a_stuck_read_are_503_by_their_deadline(
         DB_ACQUIRE_TIMEOUT="0.5",
         DB_COMMAND_TIMEOUT="2",
     )
-    with start_service(settings) as service:
-        user = await synced_user(service)
-        async with service.client(headers=bearer(token_for(keys["EdDSA"], jwks, user))) as client:
-            async with users_locked(migrated_database_url):
-                stuck = asyncio.create_task(client.get("/users/me"))
-                await asyncio.sleep(0.3)  # its batch is now waiting on the lock
-                others, waited = await _timed_reads(client, 3)
-                stuck_answer = await stuck
-            after = await client.get("/users/me")
-    _assert_retry_later([*others, stuck_answer])
+    async with signed_in(settings, jwks, keys["EdDSA"]) as (client, user):
+        answers, waited, after = await _reads_behind_a_stuck_request(
+            migrated_database_url, client, lambda: client.get("/users/me")
+        )
+    _assert_retry_later(answers)
     assert waited < 4, f"the deadline is 2.5 s, the reads took {waited:.1f} s"
     assert after.status_code == 200
     assert after.json() == as_api_json(user)
+
+
+async def _reads_behind_a_stuck_request(
+    database_url: str,
+    client: httpx.AsyncClient,
+    stuck_request: Callable[[], Coroutine[Any, Any, httpx.Response]],
+) -> tuple[list[httpx.Response], float, httpx.Response]:
+    """With the users table locked: `stuck_request` is sent and its batch waits on the lock, then three
+    concurrent reads. Returns the answers to the reads and to the stuck request, the seconds the reads
+    took, and the answer to one more read once the lock is gone."""
+    async with users_locked(database_url):
+        stuck = asyncio.create_task(stuck_request())
+        await asyncio.sleep(0.3)  # its batch is now waiting on the lock
+        reads, waited = await _timed_reads(client, 3)
+        answers = [*reads, await stuck]
+    return answers, waited, await client.get("/users/me")
 
 
 async def _timed_reads(client: httpx.AsyncClient, count: int) -> tuple[list[httpx.Response], float]:
