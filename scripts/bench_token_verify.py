@@ -1,7 +1,7 @@
 """Micro-benchmark: what a bearer token costs the read API, full verification vs the token cache.
 
 A real Ed25519 key and a token shaped like Better Auth's (header {alg, kid}, payload = the whole user plus
-sub/iss/aud/iat/exp), verified by `sync_service.auth.TokenVerifier` the way a request does it. No network:
+sub/iss/aud/iat/exp), verified by `sync_service.users.tokens.TokenVerifier` as a request is. No network:
 the key set is parsed from a JWKS document in memory (the fetch path is covered by the tests).
 
     .venv/bin/python scripts/bench_token_verify.py [--seconds 2]
@@ -21,8 +21,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
 
-from sync_service.auth import TokenVerifier
-from sync_service.jwks import RemoteKeySet, parse_jwks
+from sync_service.users.jwks import RemoteKeySet, parse_jwks
+from sync_service.users.tokens import TokenVerifier
 
 ISSUER = "http://localhost:3000"
 KID = "4uPjBvJtyH0bPzCHGV3kBoo63efM5HfC"

@@ -16,18 +16,20 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from sync_service import __version__, monitoring
-from sync_service.auth import build_token_verifier
-from sync_service.auth_middleware import BearerAuthMiddleware
-from sync_service.batcher import GroupCommitter
+from sync_service import __version__
 from sync_service.config import Settings, load_settings
 from sync_service.database import create_pool, warm_up
 from sync_service.error_handlers import exception_handlers
-from sync_service.request_log import RequestLog
-from sync_service.routes import health, metrics, users, webhooks
-from sync_service.users import UserReader
-from sync_service.webhook_receiver import WebhookReceiver
-from sync_service.webhook_signatures import SignatureVerifier
+from sync_service.ingest.group_commit import GroupCommitter
+from sync_service.ops import health, metrics_route, monitoring
+from sync_service.ops.request_log import RequestLog
+from sync_service.users import routes as users
+from sync_service.users.middleware import BearerAuthMiddleware
+from sync_service.users.reader import UserReader
+from sync_service.users.tokens import build_token_verifier
+from sync_service.webhooks import routes as webhooks
+from sync_service.webhooks.receiver import WebhookReceiver
+from sync_service.webhooks.signatures import SignatureVerifier
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
     app = Litestar(
-        route_handlers=[webhook_router, health_router, users_router, metrics.metrics_endpoint],
+        route_handlers=[webhook_router, health_router, users_router, metrics_route.metrics_endpoint],
         lifespan=[database_lifespan, auth_lifespan, _long_lived_objects_frozen],
         state=State({"settings": settings}),
         exception_handlers=dict(exception_handlers(settings)),
@@ -137,7 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 def create_app_from_environment() -> Litestar:
     """The app of one worker process under `serve --workers N`: settings and logging from the environment
     (a worker is a fresh interpreter, so the parent's logging setup does not reach it)."""
-    from sync_service.logs import configure_logging
+    from sync_service.ops.logs import configure_logging
 
     settings = load_settings()
     configure_logging(settings.log_level)

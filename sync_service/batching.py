@@ -10,8 +10,8 @@ Backpressure: a full queue, or an item still unanswered after `timeout`, is `Ove
 Retry-After) instead of letting memory or latency grow. A database failure, or a bug, answers every item
 of its batch `DatabaseUnavailable`: nothing half-done is ever acknowledged.
 
-Used by the group commit of webhook deliveries (`batcher.GroupCommitter`, which serves its batches with
-a read-ahead of its own) and by the user reads (`users.UserReader`).
+Used by the group commit of webhook deliveries (`group_commit.GroupCommitter`, which serves its batches with
+a read-ahead of its own) and by the user reads (`users.reader.UserReader`).
 """
 
 from __future__ import annotations

@@ -73,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_check_config)
 
-    from sync_service.replay_options import DESCRIPTION as REPLAY_DESCRIPTION
-    from sync_service.replay_options import add_arguments as add_replay_arguments
+    from sync_service.replay.options import DESCRIPTION as REPLAY_DESCRIPTION
+    from sync_service.replay.options import add_arguments as add_replay_arguments
 
     replay = verbs.add_parser(
         "replay", help="re-apply webhook payloads from a JSON Lines file or the inbox",
@@ -89,7 +89,7 @@ _EVENT_STATUSES = ("applied", "stale", "ignored", "rejected", "conflict")
 
 
 def _age(text: str) -> timedelta:
-    from sync_service.pruning import parse_age
+    from sync_service.ops.pruning import parse_age
 
     try:
         return parse_age(text)
@@ -125,7 +125,7 @@ def _operator_database(settings: Settings) -> Iterator[DatabaseSettings]:
     if settings.database is not None:
         yield settings.database
         return
-    from sync_service.embedded import embedded_postgres, is_initialised
+    from sync_service.ops.embedded import embedded_postgres, is_initialised
 
     if not is_initialised(settings.embedded_pg_dir):
         raise ConfigError(
@@ -142,8 +142,8 @@ def _prune_events(args: argparse.Namespace, settings: Settings) -> int:
 
     import asyncpg
 
-    from sync_service import pruning
-    from sync_service.logs import configure_logging
+    from sync_service.ops import pruning
+    from sync_service.ops.logs import configure_logging
 
     configure_logging(settings.log_level)
 
@@ -176,8 +176,8 @@ def _prune_events(args: argparse.Namespace, settings: Settings) -> int:
 def _check_config(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from sync_service import config_check
-    from sync_service.logs import configure_logging
+    from sync_service.ops import config_check
+    from sync_service.ops.logs import configure_logging
 
     configure_logging("WARNING")  # the report is the output; an embedded start says nothing
     with contextlib.ExitStack() as stack:
@@ -185,7 +185,7 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
             database: DatabaseSettings | None = settings.database
             label = settings.database.redacted
         else:
-            from sync_service.embedded import is_initialised
+            from sync_service.ops.embedded import is_initialised
 
             folder = settings.embedded_pg_dir
             if is_initialised(folder):
@@ -207,7 +207,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from sync_service import migrations
+    from sync_service.ops import migrations
 
     url = _migration_url(settings)
     if args.list:
@@ -224,7 +224,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from sync_service import replay
+    from sync_service.replay import command as replay
 
     return replay.main(args, settings, migration_url=_migration_url)
 
@@ -232,8 +232,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from sync_service import migrations
-    from sync_service.logs import configure_logging
+    from sync_service.ops import migrations
+    from sync_service.ops.logs import configure_logging
 
     configure_logging(settings.log_level)
     if not settings.webhook_secrets:
@@ -244,7 +244,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # gracefully, then raises it again, which lands here.
         stack.enter_context(_sigterm_exits())
         if settings.database is None:
-            from sync_service.embedded import embedded_postgres
+            from sync_service.ops.embedded import embedded_postgres
 
             url = stack.enter_context(embedded_postgres(settings.embedded_pg_dir))
             settings = settings.with_database(url)

@@ -139,8 +139,8 @@ REPLAY_SESSION_SETTINGS = "SET plan_cache_mode = force_custom_plan; SET random_p
 
 # --- users API --------------------------------------------------------------------------------------
 
-# The users of a batch of concurrent reads (`users.UserReader`), one round trip for all of them, in the
-# field order of `users.User`. The dates come formatted as Better Auth sends them (UTC, milliseconds,
+# The users of a batch of concurrent reads (`users.reader.UserReader`), one round trip for all of them, in the
+# field order of `users.reader.User`. The dates come formatted as Better Auth sends them (UTC, milliseconds,
 # `2026-11-27T11:58:53.300Z`, like JavaScript's toISOString): PostgreSQL's to_char costs the read a
 # fraction of decoding a timestamptz into a datetime and formatting that in Python.
 SELECT_USERS = """

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from sync_service import migrations
+from sync_service.ops import migrations
 from tests.databases import fresh_database
 from tests.support import ServiceUnderTest, make_settings, start_service
 
@@ -30,8 +30,8 @@ def _server_url() -> Iterator[str]:
     if _docker_answers():
         yield from _testcontainers_url()
         return
-    from sync_service.embedded import embedded_postgres
     from sync_service.errors import ConfigError
+    from sync_service.ops.embedded import embedded_postgres
 
     with tempfile.TemporaryDirectory(prefix="sync-service-pg-") as data_dir:
         try:

@@ -15,7 +15,7 @@ import pytest
 
 from sync_service.batching import Batcher
 from sync_service.errors import DatabaseUnavailable, Overloaded
-from sync_service.users import UserReader
+from sync_service.users.reader import UserReader
 
 
 class Gate:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sync_service import migrations
+from sync_service.ops import migrations
 from tests.databases import fresh_database, unreachable_database_url
 from tests.support import ServiceUnderTest, make_settings, start_service
 

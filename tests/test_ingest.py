@@ -12,8 +12,9 @@ import asyncpg
 import msgspec
 
 from sync_service import sql
-from sync_service.events import Delivery, Outcome, parse_delivery
-from sync_service.ingest import BatchState, apply_and_read_ahead, apply_batch
+from sync_service.ingest.core import BatchState, apply_and_read_ahead, apply_batch
+from sync_service.ingest.records import Delivery, Outcome
+from sync_service.webhooks.events import parse_delivery
 from tests.support import deliver, encode, envelope, iso, make_settings, start_service, user_data
 
 BASE = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from sync_service.logs import ConsoleFormatter, JsonFormatter
+from sync_service.ops.logs import ConsoleFormatter, JsonFormatter
 from tests.process import serve, service_environment
 from tests.support import SECRET, deliver, envelope, user_data
 

@@ -7,7 +7,7 @@ import threading
 import psycopg
 import pytest
 
-from sync_service import migrations
+from sync_service.ops import migrations
 from tests.support import make_settings
 
 

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync_service.cli import main
-from sync_service.pruning import parse_age
+from sync_service.ops.pruning import parse_age
 from tests.databases import fresh_database, unreachable_database_url
 from tests.support import SECRET, SECRET_2
 

@@ -25,10 +25,10 @@ import asyncpg
 import pytest
 from svix.webhooks import Webhook
 
-from sync_service import replay_sources
 from sync_service.cli import _parser, main
-from sync_service.replay import run
-from sync_service.replay_options import resolve
+from sync_service.replay import sources as replay_sources
+from sync_service.replay.command import run
+from sync_service.replay.options import resolve
 from tests.support import SECRET, ServiceUnderTest, envelope, iso, make_settings, user_data
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sync_service.config import Settings
-from sync_service.metrics import REGISTRY
+from sync_service.ops.metrics import REGISTRY
 from tests.databases import users_locked
 from tests.jwks_server import JwksServer, SigningKey, better_auth_claims, forged_tokens, running
 from tests.support import ServiceUnderTest, deliver, envelope, iso, make_settings, start_service, user_data

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from sync_service.webhook_signatures import signature_headers
+from sync_service.webhooks.signatures import signature_headers
 from tests.support import (
     SECRET,
     SECRET_2,

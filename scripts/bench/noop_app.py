@@ -21,7 +21,7 @@ import uvicorn
 from litestar import Litestar, Response, Router, get, post
 from litestar.params import RawBody
 
-from sync_service.events import AwareDatetime, UserData  # the service's own user Struct
+from sync_service.webhooks.events import AwareDatetime, UserData  # the service's own user Struct
 
 
 class Envelope(msgspec.Struct):

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 from svix.webhooks import Webhook
 
-from sync_service.events import UserRow
+from sync_service.ingest.records import UserRow
 
 WEBHOOK_PATH = "/webhooks/better-auth"
 _FIRST_NAMES = ("Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory")

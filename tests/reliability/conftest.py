@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 
-from sync_service import migrations
+from sync_service.ops import migrations
 from tests.reliability.log_capture import collector
 from tests.reliability.own_postgres import OwnPostgres, own_postgres
 from tests.support import SECRET, SECRET_2, make_settings

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sync_service.logs import JsonFormatter
+from sync_service.ops.logs import JsonFormatter
 
 # Every name and email the reliability tests send contains this marker, so one search finds them all.
 PII_MARKER = "pii-canary"

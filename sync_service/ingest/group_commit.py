@@ -24,8 +24,8 @@ import asyncpg
 
 from sync_service.batching import Batch, Batcher, BatchObserver
 from sync_service.database import acquire
-from sync_service.events import Delivery
-from sync_service.ingest import BatchState, Result, apply_and_read_ahead, read_state
+from sync_service.ingest.core import BatchState, Result, apply_and_read_ahead, read_state
+from sync_service.ingest.records import Delivery
 
 __all__ = ["BatchObserver", "GroupCommitter"]
 

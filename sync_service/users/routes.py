@@ -16,8 +16,8 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from litestar.response.base import ASGIResponse
 
-from sync_service.auth import Principal
-from sync_service.users import User, UserReader
+from sync_service.users.reader import User, UserReader
+from sync_service.users.tokens import Principal
 
 _NOT_FOUND = "user not found"
 

@@ -21,7 +21,7 @@ import jwt
 import msgspec
 
 from sync_service.config import Settings
-from sync_service.jwks import RemoteKeySet
+from sync_service.users.jwks import RemoteKeySet
 
 log = logging.getLogger(__name__)
 

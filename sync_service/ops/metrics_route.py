@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Request, Response, get
 from litestar.datastructures import State
 
-from sync_service import monitoring
+from sync_service.ops import monitoring
 
 # A scrape must answer quickly even while PostgreSQL hangs: Prometheus' default scrape timeout is 10 s.
 _DATABASE_TIMEOUT_SECONDS = 1.0

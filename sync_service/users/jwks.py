@@ -21,7 +21,7 @@ import msgspec
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from sync_service.config import redact_url
-from sync_service.metrics import JWKS_REFRESHES
+from sync_service.ops.metrics import JWKS_REFRESHES
 
 log = logging.getLogger(__name__)
 

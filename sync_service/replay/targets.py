@@ -5,8 +5,8 @@ through a `Sink`; `drain()` waits until everything submitted has been reported. 
 always take the same path (one connection, one HTTP worker), so their order is kept; different users
 proceed in parallel.
 
-`DirectTarget` turns payloads into `Delivery`s with `events.parse_delivery` and applies them with
-`ingest.apply_batch`, the very functions the webhook route uses: validation, ordering and idempotency
+`DirectTarget` turns payloads into `Delivery`s with `webhooks.events.parse_delivery` and applies them with
+`ingest.core.apply_batch`, the very functions the webhook route uses: validation, ordering and idempotency
 are not written a second time here.
 """
 
@@ -30,10 +30,11 @@ from sync_service import sql
 from sync_service.config import DatabaseSettings, UserIdFormat
 from sync_service.database import create_pool, is_unavailable
 from sync_service.errors import MalformedBody
-from sync_service.events import Delivery, check_message_id, parse_delivery
-from sync_service.ingest import Result, apply_batch
-from sync_service.replay_report import WOULD_SEND
-from sync_service.replay_sources import ReplayEvent, user_id_of
+from sync_service.ingest.core import Result, apply_batch
+from sync_service.ingest.records import Delivery
+from sync_service.replay.report import WOULD_SEND
+from sync_service.replay.sources import ReplayEvent, user_id_of
+from sync_service.webhooks.events import check_message_id, parse_delivery
 
 if TYPE_CHECKING:
     import aiohttp
@@ -376,7 +377,7 @@ class HttpTarget:
     async def _send(self, _lane: int, item: tuple[ReplayEvent, str]) -> None:
         import aiohttp
 
-        from sync_service.webhook_signatures import sign
+        from sync_service.webhooks.signatures import sign
 
         event, message_id = item
         assert self._session is not None

@@ -15,7 +15,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp
 
-from sync_service.auth import InvalidToken, TokenVerifier
+from sync_service.users.tokens import InvalidToken, TokenVerifier
 
 log = logging.getLogger("sync_service.auth")
 

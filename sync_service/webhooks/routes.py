@@ -13,10 +13,11 @@ from litestar.openapi import ResponseSpec
 from litestar.params import RawBody
 from litestar.response.base import ASGIResponse
 
-from sync_service.events import HANDLED_TYPES, Outcome, check_message_id, parse_delivery
-from sync_service.ingest import Result
-from sync_service.webhook_receiver import WebhookReceiver
-from sync_service.webhook_signatures import signature_headers
+from sync_service.ingest.core import Result
+from sync_service.ingest.records import Outcome
+from sync_service.webhooks.events import HANDLED_TYPES, check_message_id, parse_delivery
+from sync_service.webhooks.receiver import WebhookReceiver
+from sync_service.webhooks.signatures import signature_headers
 
 log = logging.getLogger("sync_service.webhooks")
 

@@ -16,7 +16,7 @@ from typing import Any
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from sync_service import metrics
+from sync_service.ops import metrics
 
 log = logging.getLogger("sync_service.http")
 

@@ -1,6 +1,6 @@
 """The replay run: read the source, submit each event to the target, report, exit 0/1.
 
-What it does for operators (message ids, conflicts, exit status) is told in `replay_options.DESCRIPTION`,
+What it does for operators (message ids, conflicts, exit status) is told in `replay.options.DESCRIPTION`,
 which is also the command's --help.
 """
 
@@ -23,9 +23,9 @@ import msgspec
 from sync_service import sql
 from sync_service.config import Settings
 from sync_service.database import create_pool
-from sync_service.replay_options import Options, resolve
-from sync_service.replay_report import FailedOut, Progress, Report
-from sync_service.replay_sources import (
+from sync_service.replay.options import Options, resolve
+from sync_service.replay.report import FailedOut, Progress, Report
+from sync_service.replay.sources import (
     InvalidLine,
     ReplayEvent,
     SourceItem,
@@ -34,7 +34,7 @@ from sync_service.replay_sources import (
     file_chunks,
     inbox_chunks,
 )
-from sync_service.replay_targets import (
+from sync_service.replay.targets import (
     Assigned,
     DirectTarget,
     HttpTarget,
@@ -54,7 +54,7 @@ def main(
     """Run a replay from parsed arguments. Usage errors exit 2 (argparse); returns 0 or 1."""
     options = resolve(args, settings)
     if options.migrate and migration_url is not None:
-        from sync_service import migrations
+        from sync_service.ops import migrations
 
         applied = migrations.apply(migration_url(settings))
         if applied:

@@ -26,10 +26,11 @@ _MIGRATION_LOCK_KEY = 0x5953_4E43_4D49_4752  # "YSNCMIGR"
 
 def migrations_dir() -> Path:
     """The SQL files: packaged inside the wheel, or at the repository root in a checkout."""
-    packaged = Path(__file__).resolve().parent / "migrations"
+    package = Path(__file__).resolve().parent.parent  # sync_service/
+    packaged = package / "migrations"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "migrations"
+    return package.parent / "migrations"
 
 
 @functools.cache

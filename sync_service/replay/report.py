@@ -16,7 +16,7 @@ from typing import IO, Any, TextIO, cast
 
 import msgspec
 
-from sync_service.replay_sources import InvalidLine, ReplayEvent
+from sync_service.replay.sources import InvalidLine, ReplayEvent
 
 OUTCOMES = ("applied", "duplicate", "stale", "ignored", "rejected", "conflict", "failed")
 NOT_DONE = frozenset({"rejected", "conflict", "failed"})

@@ -1,6 +1,6 @@
 """The ingest core: apply a batch of verified deliveries, one result per delivery.
 
-Both the HTTP handler (through `batcher.GroupCommitter`) and `replay --direct` call `apply_batch`, so
+Both the HTTP handler (through `group_commit.GroupCommitter`) and `replay --direct` call `apply_batch`, so
 validation outcomes, ordering and idempotency live here and nowhere else.
 
 A batch of any size is two statements, each its own transaction (no BEGIN/COMMIT round trips: under
@@ -31,7 +31,7 @@ import asyncpg
 import msgspec
 
 from sync_service import sql
-from sync_service.events import Delivery, Outcome, UserRow, as_json_string
+from sync_service.ingest.records import Delivery, Outcome, UserRow, as_json_string
 
 
 class Result(msgspec.Struct, frozen=True, gc=False):

@@ -20,8 +20,8 @@ import jwt
 from sync_service import sql
 from sync_service.config import DatabaseSettings, Settings, redact_url
 from sync_service.database import is_unavailable
-from sync_service.migrations import expected_migration_ids
-from sync_service.webhook_signatures import SignatureVerifier, sign
+from sync_service.ops.migrations import expected_migration_ids
+from sync_service.webhooks.signatures import SignatureVerifier, sign
 
 _JWKS_TIMEOUT_SECONDS = 5.0
 _SAMPLE_BODY = b'{"type":"user.updated","timestamp":"2026-01-01T00:00:00.000Z","data":{}}'

@@ -2,7 +2,7 @@
 
 Both sources yield, in order, `ReplayEvent`s (a payload to re-apply) and `InvalidLine`s (a file line
 that is not an event, reported with its number). Neither validates payloads: that is the ingest core's
-job (`events.parse_delivery`), done once whichever way an event arrives.
+job (`webhooks.events.parse_delivery`), done once whichever way an event arrives.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import asyncpg
 import msgspec
 
 from sync_service import sql
-from sync_service.replay_options import InboxFilter
+from sync_service.replay.options import InboxFilter
 
 # Lines are read in chunks on a worker thread, so a slow pipe on stdin never stalls the event loop
 # while a target holds a transaction open.

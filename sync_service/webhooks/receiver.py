@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sync_service.batcher import GroupCommitter
 from sync_service.config import UserIdFormat
-from sync_service.events import Outcome
-from sync_service.webhook_signatures import SignatureVerifier
+from sync_service.ingest.group_commit import GroupCommitter
+from sync_service.ingest.records import Outcome
+from sync_service.webhooks.signatures import SignatureVerifier
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 
 from sync_service import sql
 from sync_service.database import is_unavailable
-from sync_service.migrations import expected_migration_ids
+from sync_service.ops.migrations import expected_migration_ids
 
 
 @get("/live", summary="The process is up", security=[])

@@ -1,0 +1,75 @@
+"""The ingest core's vocabulary: one delivery as the core takes it, the user row it writes, and the
+outcome it reports. Built by `webhooks.events` (and by replay through it); read by everything downstream.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+import msgspec
+
+
+class Outcome(StrEnum):
+    """What happened to one delivery. The first four are acknowledged (2xx); the others are not."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    IGNORED = "ignored"
+    REJECTED = "rejected"
+    CONFLICT = "conflict"
+
+    @property
+    def acknowledged(self) -> bool:
+        return self in _ACKNOWLEDGED
+
+
+_ACKNOWLEDGED = frozenset({Outcome.APPLIED, Outcome.DUPLICATE, Outcome.STALE, Outcome.IGNORED})
+
+
+# The per-delivery records below are frozen msgspec Structs rather than dataclasses: a frozen dataclass
+# sets each field through object.__setattr__ (about 1.2 us per UserRow against 0.1 us), and every delivery
+# builds several. gc=False: they hold no reference cycles, so the collector need not track them.
+
+
+class UserRow(msgspec.Struct, frozen=True, gc=False):
+    """A user as stored: the values an applied event writes."""
+
+    id: str
+    email: str
+    email_verified: bool
+    name: str | None
+    image: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Rejection(msgspec.Struct, frozen=True, gc=False):
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+class Delivery(msgspec.Struct, frozen=True, gc=False):
+    """One verified webhook message, ready for the ingest core.
+
+    Exactly one of `user` (a handled, valid event), `rejection` (a handled type that failed validation)
+    or neither (a type we ignore) is set.
+    """
+
+    message_id: str
+    event_type: str
+    event_timestamp: datetime | None
+    received_at: datetime
+    payload: str  # the JSON to store in the inbox (PostgreSQL-safe)
+    user_id: str | None
+    user: UserRow | None = None
+    rejection: Rejection | None = None
+
+
+def as_json_string(text: str) -> str:
+    """`text` as one JSON string value: storable in jsonb whatever it holds."""
+    return msgspec.json.encode(text).decode()
