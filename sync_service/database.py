@@ -65,9 +65,10 @@ async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release without asyncpg's default reset round trip (`RESET ALL; UNLISTEN *; CLOSE ALL; ...`).
 
-    The service never changes session state (no SET, LISTEN, cursors or session advisory locks), and
-    asyncpg still rolls back an unfinished transaction before calling this; skipping the extra query
-    made each acquire/release about 6x cheaper in wall time.
+    The service's pool never changes session state (no SET, LISTEN, cursors or session advisory locks;
+    `replay --direct` SETs its planner settings on a pool of its own), and asyncpg still rolls back an
+    unfinished transaction before calling this; skipping the extra query makes each acquire/release
+    several times cheaper.
     """
 
 

@@ -1,8 +1,8 @@
 """Every SQL statement the service runs, as named constants, in one place.
 
-Batch statements take one array per column and `unnest` them, so a batch of any size is one round trip
-and one plan. Rows are sorted by key before they are sent, so concurrent batches lock in the same
-order and cannot deadlock each other.
+Batch statements take their rows as one JSON array (`jsonb_to_recordset`) or as one array per key, so a
+batch of any size is one round trip and one plan. Rows are sorted by key before they are sent, so
+concurrent batches lock in the same order and cannot deadlock each other.
 """
 
 # --- ingest -----------------------------------------------------------------------------------------
