@@ -118,12 +118,12 @@ class Summary:
     def exit_status(self) -> int:
         if self.refused is not None or (self.stopped is not None and self.rows == 0):
             return EXIT_USAGE
-        failed = sum(self.outcomes[o] for o in ("rejected", "conflict", "failed"))
-        if self.stopped is not None or failed or self.drift["rejected"].count or self.not_deleted:
+        if self.stopped is not None:
             return EXIT_FAILED
-        if self.options.dry_run and self.drift_total:
-            return EXIT_DRIFT
-        return EXIT_OK
+        if self.options.dry_run:  # a monitor's question: in sync (0) or not (3), rejected rows included
+            return EXIT_DRIFT if self.drift_total else EXIT_OK
+        failed = sum(self.outcomes[o] for o in ("rejected", "conflict", "failed"))
+        return EXIT_FAILED if failed or self.not_deleted else EXIT_OK
 
     def drift_line(self) -> str:
         counts = " ".join(f"{k}={d.count}" for k, d in self.drift.items())

@@ -33,9 +33,9 @@ The source URL may come from {SOURCE_URL_VARIABLE} instead of the command line (
 of `ps` and cron files). It is read through PgBouncer as well (no prepared statement cache for
 PgBouncer/-pooler hosts, as for DATABASE_URL).
 
-Exit status: 0 all rows through (and, with --dry-run, no drift); 1 some rows rejected, conflicting or
-failed, or the run stopped early; 2 usage, configuration or connection error, a missing table or column,
-or a refused --delete-missing; 3 (--dry-run only) drift found. Every run ends with one line on stderr,
+Exit status: 0 all rows through (--dry-run: no drift); 1 some rows rejected, conflicting or failed, or
+the run stopped early; 2 usage, configuration or connection error, a missing table or column, or a
+refused --delete-missing; 3 (--dry-run only) drift found, of any kind. Every run ends with one line on stderr,
 `backfill: drift=N missing=N different=N extra=N rejected=N`, for monitors.
 """
 
