@@ -44,9 +44,9 @@ async def test_users_who_signed_up_before_the_service_saw_them_are_backfilled(
         for email, name in people:
             async with better_auth.client() as client:
                 user = await _sign_up(client, email, name)
-                token = await client.get("/api/auth/token")
-                assert token.status_code == 200, token.text
-                tokens[user["id"]], users[user["id"]] = token.json()["token"], user
+                answer = await client.get("/api/auth/token")
+                assert answer.status_code == 200, answer.text
+                tokens[user["id"]], users[user["id"]] = answer.json()["token"], user
         assert await _me_statuses(service, tokens) == dict.fromkeys(tokens, 404)  # not synced yet
 
         dry = await _backfill(capsys, migrated_database_url, fresh_database_url, "--dry-run")
