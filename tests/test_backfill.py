@@ -413,3 +413,49 @@ def test_the_cli_without_a_source_url_is_a_usage_error(migrated_database_url: st
     )  # fmt: skip
     assert result.returncode == 2
     assert "--better-auth-database-url: is required" in result.stderr
+
+
+async def test_opaque_mixed_case_ids_in_a_quoted_table_merge_in_byte_order(
+    capsys: pytest.CaptureFixture[str], db: asyncpg.Connection, migrated_database_url: str,
+    fresh_database_url: str,
+) -> None:  # fmt: skip
+    """Better Auth's native 32-character ids (USER_ID_FORMAT=opaque) in a text column: upper case sorts
+    before lower case, `_` and `-` between; a table renamed with user.modelName, in its own schema."""
+    import random
+
+    rng = random.Random(7)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+    rows = [a_user(n, id="".join(rng.choice(alphabet) for _ in range(32))) for n in range(450)]
+    ddl = BETTER_AUTH_USER_TABLE.replace(
+        "id uuid PRIMARY KEY DEFAULT gen_random_uuid()", "id text PRIMARY KEY"
+    )
+    async with connected(fresh_database_url) as conn:
+        await conn.execute('CREATE SCHEMA "Auth"; SET search_path = "Auth"; ' + ddl)
+        await conn.execute('ALTER TABLE "Auth"."user" RENAME TO "Member"')
+        await conn.executemany(
+            INSERT_USER.replace('"user"', '"Auth"."Member"'),
+            [(r["id"], r["name"], r["email"], r["emailVerified"], r["image"], r["createdAt"], r["updatedAt"])
+             for r in rows],
+        )  # fmt: skip
+    settings = make_settings(migrated_database_url, USER_ID_FORMAT="opaque")
+    argv = [
+        "--better-auth-database-url",
+        fresh_database_url,
+        "--table",
+        '"Auth"."Member"',
+        "--page-size",
+        "100",
+    ]
+    args = _parser().parse_args(["backfill", *argv, "--json"])
+    assert await run(resolve(args, settings)) == 0
+    assert outcomes(json.loads(capsys.readouterr().out)) == {"applied": 450}
+
+    extra = rows[::9]
+    async with connected(fresh_database_url) as conn:
+        await conn.execute('DELETE FROM "Auth"."Member" WHERE id = ANY($1)', [r["id"] for r in extra])
+    args = _parser().parse_args(["backfill", *argv, "--dry-run", "--json"])
+    assert await run(resolve(args, settings)) == 3
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["drift"] == {"total": len(extra), "missing": 0, "different": 0, "extra": len(extra),
+                                "rejected": 0}  # fmt: skip
+    assert sorted(summary["ids"]["extra"]) == sorted(r["id"] for r in extra)
