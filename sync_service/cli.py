@@ -82,7 +82,20 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add_replay_arguments(replay)
     replay.set_defaults(handler=_replay, replay_parser=replay)
+    _add_backfill(verbs)
     return parser
+
+
+def _add_backfill(verbs: Any) -> None:
+    from sync_service.replay.backfill_options import DESCRIPTION as BACKFILL_DESCRIPTION
+    from sync_service.replay.backfill_options import add_arguments as add_backfill_arguments
+
+    backfill = verbs.add_parser(
+        "backfill", help="bring users up to date from Better Auth's own PostgreSQL database; report drift",
+        description=BACKFILL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    add_backfill_arguments(backfill)
+    backfill.set_defaults(handler=_backfill)
 
 
 _EVENT_STATUSES = ("applied", "stale", "ignored", "rejected", "conflict")
@@ -227,6 +240,12 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from sync_service.replay import command as replay
 
     return replay.main(args, settings, migration_url=_migration_url)
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from sync_service.replay import backfill
+
+    return backfill.main(args, settings, migration_url=_migration_url)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

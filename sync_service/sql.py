@@ -193,3 +193,66 @@ SERVER_SETTINGS = """
 SELECT current_setting('server_version') AS version,
        current_setting('max_connections')::int AS max_connections
 """
+
+# --- backfill ---------------------------------------------------------------------------------------
+
+# The source: Better Auth's user table, found in the catalog the way PostgreSQL resolves a name (the given
+# schema, else the first schema of the search_path that has it). $1 schema or NULL, $2 table name.
+BACKFILL_FIND_TABLE = """
+SELECT c.oid, n.nspname, c.relname
+FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND (n.nspname = $1 OR ($1::text IS NULL AND n.nspname = ANY(current_schemas(false))))
+ORDER BY array_position(current_schemas(false), n.nspname::text)
+LIMIT 1
+"""
+
+BACKFILL_SEARCH_PATH = "SELECT array_to_string(current_schemas(false), ', ')"
+
+# Its columns: name, base type name, declared type, and collation ('default' for the database's).
+BACKFILL_TABLE_COLUMNS = """
+SELECT a.attname, t.typname, format_type(a.atttypid, a.atttypmod) AS type,
+       coalesce(co.collname, '') AS collation
+FROM pg_attribute AS a
+JOIN pg_type AS t ON t.oid = a.atttypid
+LEFT JOIN pg_collation AS co ON co.oid = a.attcollation
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+# Whether the database's default collation sorts text by bytes, so a text primary key already serves the
+# byte order the reconciliation reads in.
+BACKFILL_DEFAULT_COLLATION_IS_C = """
+SELECT datcollate IN ('C', 'POSIX') FROM pg_database WHERE datname = current_database()
+"""
+
+# A date as Better Auth sends it (UTC, milliseconds, `2026-11-27T11:58:53.300Z`); {moment} is a quoted
+# column, converted to UTC.
+BACKFILL_ISO_MILLISECONDS = """to_char({moment}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+
+# Templates for the source's pages: {columns}, {table}, {key} and {id} are identifiers from the catalog,
+# quoted (`backfill_source.quote_ident`), never text from the command line. Keyset pagination by {key}
+# (the id in byte order), never OFFSET.
+BACKFILL_SOURCE_FIRST_PAGE = """
+SELECT {columns} FROM {table} WHERE {id} IS NOT NULL ORDER BY {key} LIMIT $1
+"""
+
+BACKFILL_SOURCE_NEXT_PAGE = """
+SELECT {columns} FROM {table} WHERE {key} > $1::{cast} ORDER BY {key} LIMIT $2
+"""
+
+BACKFILL_SOURCE_COUNT = "SELECT count(*) FROM {table}"
+
+# Which of a list of ids the source holds now: checked again just before their deletion, so a user who
+# signed up while the backfill ran is never deleted.
+BACKFILL_SOURCE_PRESENT = "SELECT {id}::text FROM {table} WHERE {present_key} = ANY($1::{array})"
+
+# Our side of the reconciliation: user ids in byte order (the order the source is read in), keyset pages.
+BACKFILL_OUR_FIRST_IDS = """SELECT id FROM users ORDER BY id COLLATE "C" LIMIT $1"""
+
+BACKFILL_OUR_NEXT_IDS = """
+SELECT id FROM users WHERE id COLLATE "C" > $1 ORDER BY id COLLATE "C" LIMIT $2
+"""
+
+COUNT_USERS = "SELECT count(*) FROM users"
+
+USERS_TABLE_EXISTS = "SELECT to_regclass('users') IS NOT NULL"

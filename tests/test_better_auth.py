@@ -105,7 +105,7 @@ class BetterAuth:
 
 @contextlib.contextmanager
 def better_auth_server(
-    node_project: Path, sync_service_url: str, tmp_path: Path, *, port: int | None = None
+    node_project: Path, sync_service_url: str, tmp_path: Path, *, port: int | None = None, **extra_env: str
 ) -> Iterator[BetterAuth]:
     port = port or free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -117,6 +117,7 @@ def better_auth_server(
         "BETTER_AUTH_SECRET": BETTER_AUTH_SECRET,
         "SYNC_SERVICE_URL": sync_service_url,
         "SYNC_WEBHOOK_SECRET": SECRET,
+        **extra_env,  # e.g. BETTER_AUTH_DATABASE_URL (server.mjs)
     }
     log = tmp_path / f"better-auth-{port}.log"
     with log.open("w") as out:

@@ -67,8 +67,11 @@ class FailedOut:
 class Progress:
     """One self-rewriting line on stderr, at most ten times a second. Only used on a terminal."""
 
-    def __init__(self, stream: TextIO, total: int | None) -> None:
+    def __init__(
+        self, stream: TextIO, total: int | None, *, label: str = "replay", unit: str = "events"
+    ) -> None:
         self._stream = stream
+        self._label, self._unit = label, unit
         self._total = total
         self._started = time.monotonic()
         self._last = 0.0
@@ -84,8 +87,8 @@ class Progress:
             filled = int(share * 30)
             bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{self._total:,} {share:4.0%}"
         else:
-            bar = f"{done:,} events"
-        self._stream.write(f"\r\x1b[Kreplay {bar}  {rate:,.0f}/s  not done: {not_done:,}")
+            bar = f"{done:,} {self._unit}"
+        self._stream.write(f"\r\x1b[K{self._label} {bar}  {rate:,.0f}/s  not done: {not_done:,}")
         self._stream.flush()
 
     def close(self) -> None:

@@ -1,24 +1,32 @@
 // A real Better Auth 1.7 server (memory adapter, jwt plugin defaults) on 127.0.0.1, with the README's
 // hook code (build/sync-users.mjs, from sync-users.ts) sending its users to sync-service.
 // Environment: BETTER_AUTH_URL (http://127.0.0.1:PORT), BETTER_AUTH_SECRET, SYNC_SERVICE_URL,
-// SYNC_WEBHOOK_SECRET.
+// SYNC_WEBHOOK_SECRET. With BETTER_AUTH_DATABASE_URL it keeps its data in that PostgreSQL database
+// instead (the pg adapter; Better Auth's own migrations create its schema at start), and without
+// SYNC_SERVICE_URL it sends no webhooks (users the service has not seen: what `backfill` is for).
 import http from "node:http";
 import { betterAuth } from "better-auth";
 import { memoryAdapter } from "better-auth/adapters/memory";
 import { toNodeHandler } from "better-auth/node";
+import { getMigrations } from "better-auth/db/migration";
 import { jwt } from "better-auth/plugins";
+import pg from "pg";
 import { syncUsersToService } from "./build/sync-users.mjs";
 
+const databaseUrl = process.env.BETTER_AUTH_DATABASE_URL;
 const auth = betterAuth({
   baseURL: process.env.BETTER_AUTH_URL,
   secret: process.env.BETTER_AUTH_SECRET,
   // The memory adapter needs every model declared up front, the jwt plugin's `jwks` included.
-  database: memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
+  database: databaseUrl
+    ? new pg.Pool({ connectionString: databaseUrl })
+    : memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
   emailAndPassword: { enabled: true },
   advanced: { database: { generateId: "uuid" } },
   plugins: [jwt()],
-  databaseHooks: syncUsersToService,
+  databaseHooks: process.env.SYNC_SERVICE_URL ? syncUsersToService : undefined,
 });
+if (databaseUrl) await (await getMigrations(auth.options)).runMigrations();
 
 const handle = toNodeHandler(auth);
 const { hostname, port } = new URL(process.env.BETTER_AUTH_URL);
