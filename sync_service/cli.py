@@ -87,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_backfill(verbs: Any) -> None:
-    from sync_service.replay.backfill_options import DESCRIPTION as BACKFILL_DESCRIPTION
-    from sync_service.replay.backfill_options import add_arguments as add_backfill_arguments
+    from sync_service.backfill.options import DESCRIPTION as BACKFILL_DESCRIPTION
+    from sync_service.backfill.options import add_arguments as add_backfill_arguments
 
     backfill = verbs.add_parser(
         "backfill", help="bring users up to date from Better Auth's own PostgreSQL database; report drift",
@@ -243,7 +243,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from sync_service.replay import backfill
+    from sync_service.backfill import command as backfill
 
     return backfill.main(args, settings, migration_url=_migration_url)
 

@@ -230,7 +230,7 @@ SELECT datcollate IN ('C', 'POSIX') FROM pg_database WHERE datname = current_dat
 BACKFILL_ISO_MILLISECONDS = """to_char({moment}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 
 # Templates for the source's pages: {columns}, {table}, {key} and {id} are identifiers from the catalog,
-# quoted (`backfill_source.quote_ident`), never text from the command line. Keyset pagination by {key}
+# quoted (`backfill.source.quote_ident`), never text from the command line. Keyset pagination by {key}
 # (the id in byte order), never OFFSET.
 BACKFILL_SOURCE_FIRST_PAGE = """
 SELECT {columns} FROM {table} WHERE {id} IS NOT NULL ORDER BY {key} LIMIT $1

@@ -28,6 +28,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "webhooks": frozenset({"sync_service.ingest"}),
     "users": frozenset({"sync_service.ops.metrics"}),
     "replay": frozenset({"sync_service.ingest", "sync_service.webhooks", "sync_service.ops.migrations"}),
+    "backfill": frozenset(
+        {"sync_service.ingest", "sync_service.webhooks", "sync_service.replay", "sync_service.ops.migrations"}
+    ),
     "ops": frozenset({"sync_service.ingest.records", "sync_service.webhooks.signatures"}),
 }
 

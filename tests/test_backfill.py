@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from sync_service.backfill.command import run
+from sync_service.backfill.options import resolve
 from sync_service.cli import _parser
-from sync_service.replay.backfill import run
-from sync_service.replay.backfill_options import resolve
 from tests.databases import connected, unreachable_database_url
 from tests.support import ServiceUnderTest, deliver, envelope, make_settings, user_data
 

@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from sync_service.backfill.command import run
+from sync_service.backfill.options import resolve
 from sync_service.cli import _parser
-from sync_service.replay.backfill import run
-from sync_service.replay.backfill_options import resolve
 from tests.support import ServiceUnderTest, free_port, make_settings, start_service
 from tests.test_better_auth import _sign_up, better_auth_server, node_project
 

@@ -59,11 +59,11 @@ def main(
         applied = migrations.apply(migration_url(settings))
         if applied:
             print(f"replay: applied migrations {', '.join(applied)}", file=sys.stderr)
-    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
         return runner.run(run(options))
 
 
-def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop (installed with uvicorn[standard], and what the service runs on) where available: asyncpg
     and aiohttp spend less CPU per round trip on it."""
     try:
@@ -74,7 +74,7 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 @contextlib.contextmanager
-def _few_gc_passes() -> Iterator[None]:
+def few_gc_passes() -> Iterator[None]:
     """A replay allocates millions of short-lived, acyclic objects that reference counting frees; the
     cyclic collector's default thresholds would rescan the live set thousands of times (measured: about
     a sixth of the CPU of a --direct run). Collect less often for the run, then restore."""
@@ -89,7 +89,7 @@ def _few_gc_passes() -> Iterator[None]:
 
 
 async def run(options: Options) -> int:
-    with _few_gc_passes():
+    with few_gc_passes():
         return await _run(options)
 
 

@@ -1,13 +1,13 @@
 """`sync-service backfill`: Better Auth's user table -> the ingest core, or (--dry-run) a drift report.
 
-The source is read in keyset pages (`backfill_source`); each row becomes the `user.updated` webhook Better
+The source is read in keyset pages (`backfill.source`); each row becomes the `user.updated` webhook Better
 Auth would send and goes through `replay.targets.DirectTarget` (`parse_delivery` + `apply_batch`, what the
 webhook route and `replay --direct` use), so validation, ordering, idempotency and tombstones are not
 written a second time. `extra` users (ours, not Better Auth's) are found by merging our ids with the
 source's page by page, both in byte order, so memory stays flat on any size; `--delete-missing` then
 deletes them with `user.deleted` deliveries through the same core, after the whole source was read.
 
-What it means for operators (exit status, the drift line) is in `backfill_options.DESCRIPTION`.
+What it means for operators (exit status, the drift line) is in `backfill.options.DESCRIPTION`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,8 @@ import asyncpg
 import msgspec
 
 from sync_service import sql
-from sync_service.config import DatabaseSettings, Settings
-from sync_service.database import create_pool
-from sync_service.replay.backfill_options import BackfillOptions, resolve
-from sync_service.replay.backfill_source import (
+from sync_service.backfill.options import BackfillOptions, resolve
+from sync_service.backfill.source import (
     SourceError,
     SourceRow,
     SourceTable,
@@ -37,7 +35,9 @@ from sync_service.replay.backfill_source import (
     message_id,
     open_table,
 )
-from sync_service.replay.command import _fast_loop_factory, _few_gc_passes
+from sync_service.config import DatabaseSettings, Settings
+from sync_service.database import create_pool
+from sync_service.replay.command import fast_loop_factory, few_gc_passes
 from sync_service.replay.report import OUTCOMES, Progress
 from sync_service.replay.sources import ReplayEvent
 from sync_service.replay.targets import DirectTarget, Rules
@@ -63,7 +63,7 @@ def main(
         applied = migrations.apply(migration_url(settings))
         if applied:
             print(f"backfill: applied migrations {', '.join(applied)}", file=sys.stderr)
-    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
         return runner.run(run(options))
 
 
@@ -179,7 +179,7 @@ _SHOWN_OUTCOMES = frozenset({"applied", "duplicate", "stale", "rejected"})
 
 async def run(options: BackfillOptions) -> int:
     summary = Summary(options)
-    with _few_gc_passes():
+    with few_gc_passes():
         try:
             await _run(options, summary)
         except Stop as exc:
