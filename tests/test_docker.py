@@ -53,7 +53,7 @@ def _readme_run_command() -> list[str]:
 def test_compose_wires_postgres_migrations_and_the_service() -> None:
     services = _compose()["services"]
     assert set(services) == {"postgres", "migrate", "service"}
-    assert services["postgres"]["image"] == "postgres:16"
+    assert re.fullmatch(r"postgres:16\.\d+-bookworm", services["postgres"]["image"])  # an exact release
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
 
     migrate, service = services["migrate"], services["service"]
@@ -61,6 +61,7 @@ def test_compose_wires_postgres_migrations_and_the_service() -> None:
     assert migrate["image"] == service["image"]
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert service["ports"] == ["127.0.0.1:8000:8000"]  # loopback unless the operator exposes it
     assert "/health/ready" in " ".join(service["healthcheck"]["test"])
 
     # The commands are the CLI's own verbs and options.
@@ -86,7 +87,10 @@ def test_compose_documents_every_variable_the_service_reads() -> None:
 
 def test_dockerfile_is_multi_stage_slim_and_unprivileged() -> None:
     stages = _instructions("FROM")
-    assert stages == ["python:3.12-slim AS build", "python:3.12-slim"]
+    build, runtime = stages
+    assert re.fullmatch(r"python:3\.12\.\d+-slim-bookworm AS build", build)  # an exact release
+    assert runtime == build.removesuffix(" AS build")  # both stages on the same base
+    assert any("--constraint constraints.txt" in run for run in _instructions("RUN"))  # the locked versions
     users = _instructions("USER")
     assert users
     assert users[-1] not in ("root", "0")
