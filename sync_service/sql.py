@@ -61,12 +61,12 @@ def _erased(row: str) -> str:
 #   email of a user this batch deletes must find that row gone, or the unique index refuses the insert.
 #   The sub-statements of one statement otherwise run in no order PostgreSQL promises.
 # - `recorded`: one inbox row per evaluated delivery; an `applied` one whose user was not written after
-#   all is recorded as `stale` (not one flagged `erase`: its user is deleted, by this batch if applied) (a join, not `= ANY(array of written ids)`: that compared every inbox row
-#   with every written id, half of PostgreSQL's time on a 2,000-event replay batch), erased if a concurrent
-#   deletion is why. Rows flagged `erase` and rows without a user id carrying a
-#   deleted email are stored erased. A row that already ended for good is left alone (the caller reports
-#   a duplicate: another writer finished it first); a rejected or conflicting one is evaluated again and
-#   overwritten.
+#   all is recorded as `stale` (not one flagged `erase`: its user is deleted, by this batch if applied;
+#   a join, not `= ANY(array of written ids)`: that compared every inbox row with every written id, half
+#   of PostgreSQL's time on a 2,000-event replay batch), erased if a concurrent deletion is why. Rows
+#   flagged `erase` and rows without a user id carrying a deleted email are stored erased. A row that
+#   already ended for good is left alone (the caller reports a duplicate: another writer finished it
+#   first); a rejected or conflicting one is evaluated again and overwritten.
 # It returns (kind 'x') only the inbox rows that did not end as asked: status NULL (not written: a
 # duplicate) or `stale` (asked `applied`), usually none; and, read along so that a writer with a next batch
 # waiting needs one round trip per batch, READ_BATCH_STATE's rows for that batch's keys ($3 user ids,

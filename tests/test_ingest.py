@@ -34,10 +34,14 @@ async def _reset(db: asyncpg.Connection) -> None:
     await db.execute("DELETE FROM users; DELETE FROM webhook_events; DELETE FROM deleted_users")
 
 
-async def _state(db: asyncpg.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+async def _state(db: asyncpg.Connection) -> tuple[list[tuple[Any, ...]], ...]:
+    """Users, inbox rows (payloads included: erasure must end the same) and tombstones."""
     users = await db.fetch("SELECT * FROM users ORDER BY id")
-    events = await db.fetch("SELECT message_id, status, error FROM webhook_events ORDER BY message_id")
-    return [tuple(r) for r in users], [tuple(r) for r in events]
+    events = await db.fetch(
+        "SELECT message_id, status, error, payload FROM webhook_events ORDER BY message_id"
+    )
+    tombstones = await db.fetch("SELECT id FROM deleted_users ORDER BY id")
+    return [tuple(r) for r in users], [tuple(r) for r in events], [tuple(r) for r in tombstones]
 
 
 def _random_stream(rng: random.Random, size: int) -> list[Delivery]:
@@ -56,9 +60,9 @@ def _random_stream(rng: random.Random, size: int) -> list[Delivery]:
             "createdAt": iso(BASE),
             "updatedAt": iso(BASE + timedelta(seconds=rng.randrange(6))),  # ties happen
         }
-        if kind < 0.1:
+        if kind < 0.15:  # deletions: the row goes, its email frees, later events of the id are stale
             payload: Any = envelope(data, "user.deleted")
-        elif kind < 0.2:
+        elif kind < 0.25:
             payload = envelope({**data, "email": "not an email"})
         else:
             payload = envelope(data, rng.choice(["user.created", "user.updated"]))

@@ -287,7 +287,8 @@ async def test_url_target_signs_and_posts_to_the_service(
     assert "msg_bad" in err
     assert [p["status"] for p in summary["problems"]] == [422]
     rows = await users(db)
-    assert len(rows) == 39 and people[1]["id"] not in rows
+    assert len(rows) == 39
+    assert people[1]["id"] not in rows
     assert rows[people[0]["id"]]["name"] == "Renamed"
     assert await db.fetchval("SELECT status FROM webhook_events WHERE message_id = 'msg_7'") == "applied"
 
