@@ -15,6 +15,7 @@ const auth = betterAuth({
   // The memory adapter needs every model declared up front, the jwt plugin's `jwks` included.
   database: memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
   emailAndPassword: { enabled: true },
+  user: { deleteUser: { enabled: true } },
   advanced: { database: { generateId: "uuid" } },
   plugins: [jwt()],
   databaseHooks: syncUsersToService,
