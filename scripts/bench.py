@@ -13,14 +13,16 @@ One run, bounded in time (about 2-4 minutes; --quick under 1 minute), that stops
    - no-op POST with the same JSON decode (the framework ceiling);
    - webhook ingest: a warm-up, then N deliveries (default 200,000) with unique message ids, half
      user.created of new users and half user.updated of earlier users, each signed with svix's signer
-     right before its phase; every request is sent once;
+     right before its phase; every request is sent once; then as many again of the same stream with
+     5% user.deleted of earlier users (the deletion mix: the row goes, a tombstone, the erasure);
    - the same kind of stream against a straightforward receiver (scripts/bench/per_request_app.py:
      svix, msgspec, one transaction per request, its own database): what group commit gains;
    - no-op GET and GET /users/me with EdDSA tokens (skipped when the route is not there);
    - `sync-service replay --direct` events/s (skipped when the verb is not there);
 4. prints req/s, ratios, p50/p99 latency, CPU used by the service, PostgreSQL and wrk, the service's
    RSS after the warm-up and after the N deliveries, its peak RSS (VmHWM) and the core count; checks
-   that every acknowledged delivery is in the inbox and every user row equals the newest update sent.
+   that every acknowledged delivery is in the inbox, every user row equals the newest update sent and
+   no deleted user is left.
 
 Exit status: 0 when every correctness check passed (targets missed are reported, not fatal), 1 when a
 check failed, 2 when something needed is missing (wrk, a database URL).
@@ -96,6 +98,8 @@ class Plan:
     replay_events: int
     per_request_deliveries: int  # unique deliveries the per-request receiver phase may send
 
+
+DELETION_MIX = "ingest 5% deletions"
 
 DEFAULT = Plan(10, 10_000, 200_000, 170, 20_000, 1_000, 20_000, 40_000)
 QUICK = Plan(3, 2_000, 20_000, 30, 5_000, 200, 3_000, 10_000)
@@ -248,7 +252,8 @@ class Benchmark:
             self.phase_noop_post()
             sent, answered_all, acknowledged = self.phase_ingest()
             self.phase_per_request()
-            self.phase_reads(jwks, sent)
+            deleted = {e.user.id for e in sent if e.event_type == "user.deleted"}
+            self.phase_reads(jwks, [e for e in sent if e.user.id not in deleted])
             self.rss["peak"] = procfs.status_kib(service.pid, "VmHWM")
             self.rss["noop_peak"] = procfs.status_kib(noop.pid, "VmHWM")
             log("checking the database")
@@ -325,8 +330,14 @@ class Benchmark:
         sent: list[workload.Event] = []
         acknowledged = 0
         answered_all = True
-        for name, count in (("ingest warm-up", self.plan.warmup), ("webhook ingest", self.plan.deliveries)):
-            events = stream.events(count)
+        phases = (
+            ("ingest warm-up", self.plan.warmup, 0.0),
+            ("webhook ingest", self.plan.deliveries, 0.0),
+            # The same stream going on, 5% of it deleting users created before (in any earlier phase).
+            (DELETION_MIX, self.plan.deliveries, 0.05),
+        )
+        for name, count, delete_share in phases:
+            events = stream.events(count, delete_share=delete_share)
             log(f"{name}: signing {count:,} deliveries")
             prefix = self.tmp / name.replace(" ", "-")
             order = self._write(prefix, events)
@@ -350,7 +361,8 @@ class Benchmark:
             if result.not_ok:
                 answered_all = False
             self.rss[name] = procfs.status_kib(self.service_pid, "VmRSS")
-            self.ingest_counts = (name, sum(result.issued))
+            if not delete_share:
+                self.ingest_counts = (name, sum(result.issued))
             batches = _batches(self.db_url) - batches_before
             figures.note = (
                 f"{batches:,} transactions wrote the inbox: {sum(result.issued) / max(batches, 1):.1f} "
@@ -522,6 +534,7 @@ class Benchmark:
             "no-op POST",
             "ingest warm-up",
             "webhook ingest",
+            DELETION_MIX,
             "per-request receiver",
             "no-op GET",
             "GET /users/me",

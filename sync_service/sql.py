@@ -8,8 +8,9 @@ concurrent batches lock in the same order and cannot deadlock each other.
 # --- ingest -----------------------------------------------------------------------------------------
 
 # What a batch's decisions start from, read in one statement (one snapshot): the rows of the batch's user
-# ids and emails (kind 'u': id, NULL, then the other columns), and the inbox status of those of its message
-# ids already seen (kind 'f': message id, status; the caller decides which statuses end a message id).
+# ids and emails (kind 'u': id, NULL, then the other columns), the tombstones of its user ids (kind 't':
+# id), and the inbox status of those of its message ids already seen (kind 'f': message id, status; the
+# caller decides which statuses end a message id).
 # The status is returned, not filtered on: without statistics (a young database) the planner took a status
 # filter for selective and walked the (status, received_at) index over the whole inbox instead of looking
 # the ids up in the primary key. Nothing is locked: WRITE_BATCH re-checks every decision that a concurrent
@@ -20,37 +21,83 @@ SELECT 'u' AS kind, id AS key, NULL::text AS status, email, email_verified, name
 FROM users
 WHERE id = ANY($1::text[]) OR email = ANY($2::text[])
 UNION ALL
+SELECT 't', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM deleted_users
+WHERE id = ANY($1::text[])
+UNION ALL
 SELECT 'f', message_id, status, NULL, NULL, NULL, NULL, NULL, NULL
 FROM webhook_events
 WHERE message_id = ANY($3::text[])
 """
 
+
+def _erased(row: str) -> str:
+    """An inbox payload erased (a deleted user's): only `type`, `timestamp` and `data.id` are kept, taken
+    from the columns where they are validated (a payload may be a JSON string, when jsonb refused it as it
+    came). The timestamp is kept only when it looks like one: in a misshapen envelope it is free text.
+    `data.id` is the row's user id: a row without one keeps no id (what it named was no valid id)."""
+    return f"""jsonb_strip_nulls(jsonb_build_object(
+        'type', to_jsonb({row}.event_type),
+        'timestamp', CASE WHEN {row}.payload ->> 'timestamp' ~ '^[0-9:.TZ+-]{{1,40}}$'
+                          THEN {row}.payload -> 'timestamp' END,
+        'data', jsonb_build_object('id', to_jsonb({row}.user_id))))"""
+
+
 # A batch's writes in one statement, so they commit together without an explicit transaction (one round
 # trip instead of BEGIN, two writes and COMMIT). The rows come as two JSON arrays of objects ($1 users,
 # $2 inbox rows, each sorted by key): encoding one JSON text is several times cheaper for the client than
-# fifteen typed arrays, and the payloads travel inside it as they are.
+# fifteen typed arrays, and the payloads travel inside it as they are. $6 are the user ids the batch
+# deletes (sorted), $7 the emails their deletions and rows gave.
+# - `removed`, `tombstoned`: the deletions. They win over any row (a tombstone is final), so no ordering
+#   rule applies; a tombstone already there (a concurrent deletion) is kept as it is.
+# - `erased_owned`, `erased_unowned`: erasure. The stored inbox rows of the deleted users, and those
+#   without a user id that carry one of their emails (the partial index on the payload's email finds
+#   them), keep only type, timestamp and data.id. The batch's own inbox rows are left to `recorded`: one
+#   statement must not modify a row twice.
 # - `written`: the newest state of each user the batch applies. Its WHERE clause repeats the ordering rule
-#   in the database so that a row a concurrent writer made newer is never overwritten by an older event.
+#   in the database so that a row a concurrent writer made newer is never overwritten by an older event,
+#   and skips an id a concurrent writer tombstoned. It runs only once `removed` has run to its end (the
+#   count is an InitPlan, evaluated before the first row is inserted): a user signing up again with the
+#   email of a user this batch deletes must find that row gone, or the unique index refuses the insert.
+#   The sub-statements of one statement otherwise run in no order PostgreSQL promises.
 # - `recorded`: one inbox row per evaluated delivery; an `applied` one whose user was not written after
-#   all is recorded as `stale` (a join, not `= ANY(array of written ids)`: that compared every inbox row
-#   with every written id, half of PostgreSQL's time on a 2,000-event replay batch). A row that already
-#   ended for good is left alone (the caller reports a duplicate: another writer finished it first); a
-#   rejected or conflicting one is evaluated again and overwritten.
+#   all is recorded as `stale` (not one flagged `erase`: its user is deleted, by this batch if applied;
+#   a join, not `= ANY(array of written ids)`: that compared every inbox row with every written id, half
+#   of PostgreSQL's time on a 2,000-event replay batch), erased if a concurrent deletion is why. Rows
+#   flagged `erase` and rows without a user id carrying a deleted email are stored erased. A row that
+#   already ended for good is left alone (the caller reports a duplicate: another writer finished it
+#   first); a rejected or conflicting one is evaluated again and overwritten.
 # It returns (kind 'x') only the inbox rows that did not end as asked: status NULL (not written: a
 # duplicate) or `stale` (asked `applied`), usually none; and, read along so that a writer with a next batch
 # waiting needs one round trip per batch, READ_BATCH_STATE's rows for that batch's keys ($3 user ids,
 # $4 emails, $5 message ids). Like every part of one statement, that read sees the rows as they were before
 # this statement's writes; the caller brings them up to date with what it wrote.
-WRITE_BATCH = """
+WRITE_BATCH = f"""
 WITH incoming AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(
         message_id text, event_type text, user_id text, event_timestamp timestamptz,
-        received_at timestamptz, status text, error text, payload jsonb)
+        received_at timestamptz, status text, error text, payload jsonb, erase boolean)
+), removed AS (
+    DELETE FROM users WHERE id = ANY($6::text[])
+    RETURNING id
+), tombstoned AS (
+    INSERT INTO deleted_users (id) SELECT unnest($6::text[])
+    ON CONFLICT (id) DO NOTHING
+), erased_owned AS (
+    UPDATE webhook_events AS e SET payload = {_erased("e")}
+    WHERE e.user_id = ANY($6::text[])
+      AND NOT EXISTS (SELECT 1 FROM incoming AS i WHERE i.message_id = e.message_id)
+), erased_unowned AS (
+    UPDATE webhook_events AS e SET payload = {_erased("e")}
+    WHERE e.user_id IS NULL AND (e.payload -> 'data' ->> 'email') = ANY($7::text[])
+      AND NOT EXISTS (SELECT 1 FROM incoming AS i WHERE i.message_id = e.message_id)
 ), written AS (
     INSERT INTO users (id, email, email_verified, name, image, created_at, updated_at)
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
         id text, email text, email_verified boolean, name text, image text, created_at timestamptz,
         updated_at timestamptz)
+    WHERE (SELECT count(*) FROM removed) >= 0
+      AND NOT EXISTS (SELECT 1 FROM deleted_users AS t WHERE t.id = x.id)
     ON CONFLICT (id) DO UPDATE SET
         email = EXCLUDED.email,
         email_verified = EXCLUDED.email_verified,
@@ -68,8 +115,15 @@ WITH incoming AS MATERIALIZED (
     INSERT INTO webhook_events (message_id, event_type, user_id, event_timestamp, received_at, status,
                                 error, payload)
     SELECT i.message_id, i.event_type, i.user_id, i.event_timestamp, i.received_at,
-           CASE WHEN i.status = 'applied' AND w.id IS NULL THEN 'stale' ELSE i.status END,
-           i.error, i.payload
+           CASE WHEN i.status = 'applied' AND i.erase IS NULL AND w.id IS NULL THEN 'stale'
+                ELSE i.status END,
+           i.error,
+           CASE WHEN i.erase
+                  OR (i.user_id IS NULL AND (i.payload -> 'data' ->> 'email') = ANY($7::text[]))
+                  OR (i.status = 'applied' AND i.erase IS NULL AND w.id IS NULL
+                      AND EXISTS (SELECT 1 FROM deleted_users AS t WHERE t.id = i.user_id))
+                THEN {_erased("i")}
+                ELSE i.payload END
     FROM incoming AS i
     LEFT JOIN written AS w ON w.id = i.user_id
     ON CONFLICT (message_id) DO UPDATE SET
@@ -93,6 +147,10 @@ UNION ALL
 SELECT 'u', id, NULL, email, email_verified, name, image, created_at, updated_at
 FROM users
 WHERE id = ANY($3::text[]) OR email = ANY($4::text[])
+UNION ALL
+SELECT 't', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM deleted_users
+WHERE id = ANY($3::text[])
 UNION ALL
 SELECT 'f', message_id, status, NULL, NULL, NULL, NULL, NULL, NULL
 FROM webhook_events

@@ -105,7 +105,7 @@ def migrated_database_url(database_url: str) -> str:
 async def db(migrated_database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the test database with empty tables."""
     conn = await asyncpg.connect(migrated_database_url)
-    await conn.execute("TRUNCATE users, webhook_events")
+    await conn.execute("TRUNCATE users, webhook_events, deleted_users")
     try:
         yield conn
     finally:

@@ -330,3 +330,53 @@ async def test_the_hook_answers_sign_up_at_once_and_retries_in_the_background(
         assert payload["data"]["id"] == user["id"]
         assert set(payload["data"]) == {"id", "email", "emailVerified", "name", "createdAt", "updatedAt"}
     assert "[sync-users]" not in better_auth.output
+
+
+@pytest.mark.slow
+async def test_delete_user_erases_them_and_the_email_can_sign_up_again(
+    node_project: Path, sync_service: tuple[ServiceUnderTest, int], db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Sign-up, update, /delete-user (user.deleteUser.enabled, the hook's delete.after): the row goes, the
+    old still-valid token reads 404, the email is found in no column of any table; the same email signs up
+    again under a new id, applied and readable with its own token."""
+    from tests.test_deletions import everywhere
+
+    service, port = sync_service
+    email = "hedy.lamarr@example.com"
+    with better_auth_server(node_project, service.base_url, tmp_path, port=port) as better_auth:
+        async with better_auth.client() as client:
+            old = await _sign_up(client, email, "Hedy Lamarr")
+            assert await _eventually(lambda: db.fetchval("SELECT 1 FROM users WHERE id = $1", old["id"]))
+            renamed = await client.post("/api/auth/update-user", json={"name": "Hedy K."})
+            assert renamed.status_code == 200, renamed.text
+            assert await _eventually(
+                lambda: db.fetchval("SELECT 1 FROM users WHERE id = $1 AND name = 'Hedy K.'", old["id"])
+            )
+            old_token = (await client.get("/api/auth/token")).json()["token"]
+            deleted = await client.post("/api/auth/delete-user", json={"password": PASSWORD})
+            assert deleted.status_code == 200, deleted.text
+            assert await _eventually(
+                lambda: db.fetchval("SELECT 1 FROM deleted_users WHERE id = $1", old["id"])
+            ), better_auth.output
+        async with service.client() as api:
+            gone = await api.get("/users/me", headers={"Authorization": f"Bearer {old_token}"})
+            by_id = await api.get(f"/users/{old['id']}", headers={"Authorization": f"Bearer {old_token}"})
+        assert (gone.status_code, by_id.status_code) == (404, 404)
+        assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", old["id"]) == 0
+        assert await everywhere(db, email) == []
+        assert await everywhere(db, "Hedy") == []
+        statuses = [r["status"] for r in await db.fetch("SELECT status FROM webhook_events")]
+        assert statuses == ["applied"] * 3
+
+        async with better_auth.client() as client:
+            new = await _sign_up(client, email, "Hedy Again")
+            assert new["id"] != old["id"]
+            assert await _eventually(lambda: db.fetchval("SELECT 1 FROM users WHERE id = $1", new["id"]))
+            new_token = (await client.get("/api/auth/token")).json()["token"]
+        async with service.client() as api:
+            me = await api.get("/users/me", headers={"Authorization": f"Bearer {new_token}"})
+            still_gone = await api.get("/users/me", headers={"Authorization": f"Bearer {old_token}"})
+    assert me.status_code == 200, me.text
+    assert (me.json()["id"], me.json()["email"], me.json()["name"]) == (new["id"], email, "Hedy Again")
+    assert still_gone.status_code == 404
+    assert "[sync-users]" not in better_auth.output  # no delivery failed

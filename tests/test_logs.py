@@ -49,6 +49,7 @@ async def test_logs_are_json_lines_without_secrets_tokens_or_pii(
                 client, envelope(user_data(email=EMAIL, name=NAME)), message_id="msg_log_409"
             )
             invalid = await deliver(client, envelope(user_data(email=f"{NAME}@", name=NAME)))
+            deleted = await deliver(client, envelope(alice, "user.deleted"), message_id="msg_log_deleted")
             forged = await client.post(
                 "/webhooks/better-auth",
                 content=json.dumps(envelope(alice)),
@@ -62,6 +63,7 @@ async def test_logs_are_json_lines_without_secrets_tokens_or_pii(
             probe = await client.get(f"/health/live?access_token={QUERY_SECRET}")
         assert running.terminate() == 0
     assert (applied.status_code, thief.status_code, invalid.status_code) == (200, 409, 422)
+    assert deleted.json() == {"status": "applied"}
     assert forged.status_code == 401
     assert me.status_code in (401, 404)  # 404 until the read API is part of the app
     assert probe.status_code == 200
@@ -92,6 +94,9 @@ async def test_logs_are_json_lines_without_secrets_tokens_or_pii(
     assert deliveries["msg_log_applied"]["user_id"] == alice["id"]
     assert deliveries["msg_log_applied"]["event_type"] == "user.created"
     assert deliveries["msg_log_409"]["outcome"] == "conflict"
+    assert (deliveries["msg_log_deleted"]["event_type"], deliveries["msg_log_deleted"]["user_id"]) == (
+        "user.deleted", alice["id"],
+    )  # fmt: skip
     assert deliveries["msg_log_applied"]["latency_ms"] >= 0
 
 

@@ -43,6 +43,8 @@ async def test_metrics_count_deliveries_batches_requests_and_waiting_events(
         assert (await deliver(client, other)).json() == {"status": "ignored"}
         rejected = await deliver(client, envelope(user_data(email="not-an-email")))
         assert rejected.status_code == 422
+        deleted = await deliver(client, envelope(payload["data"], "user.deleted"))
+        assert deleted.json() == {"status": "applied"}
         unsigned = await client.post("/webhooks/better-auth", content=b"{}")
         assert unsigned.status_code == 401
         after = await _scrape(client)
@@ -53,17 +55,18 @@ async def test_metrics_count_deliveries_batches_requests_and_waiting_events(
     assert _delta(before, after, deliveries, event_type="user.created", outcome="duplicate") == 1
     assert _delta(before, after, deliveries, event_type="other", outcome="ignored") == 1
     assert _delta(before, after, deliveries, event_type="user.created", outcome="rejected") == 1
-    assert _delta(before, after, "sync_webhook_delivery_seconds_count") == 4
+    assert _delta(before, after, deliveries, event_type="user.deleted", outcome="applied") == 1
+    assert _delta(before, after, "sync_webhook_delivery_seconds_count") == 5
     assert _delta(before, after, "sync_ingest_batch_size_count") >= 1
-    assert _delta(before, after, "sync_ingest_batch_size_sum") == 4
+    assert _delta(before, after, "sync_ingest_batch_size_sum") == 5
     assert _delta(before, after, "sync_ingest_batch_seconds_count") >= 1
 
     route = "/webhooks/better-auth"
     requests = "sync_http_requests_total"
-    assert _delta(before, after, requests, method="POST", route=route, status="200") == 3
+    assert _delta(before, after, requests, method="POST", route=route, status="200") == 4
     assert _delta(before, after, requests, method="POST", route=route, status="422") == 1
     assert _delta(before, after, requests, method="POST", route=route, status="401") == 1
-    assert _delta(before, after, "sync_http_request_seconds_count", method="POST", route=route) == 5
+    assert _delta(before, after, "sync_http_request_seconds_count", method="POST", route=route) == 6
 
     # Read at scrape time: the inbox (tables were emptied for this test) and the pool.
     assert _value(after, "sync_inbox_events_waiting", status="rejected") == 1

@@ -10,6 +10,8 @@ import pytest
 from sync_service.ops import migrations
 from tests.support import make_settings
 
+ALL = ["0001_create_users", "0002_create_webhook_events", "0003_create_deleted_users"]
+
 
 def _yoyo(url: str) -> str:
     database = make_settings(url).database
@@ -43,16 +45,20 @@ def _tables(url: str) -> set[str]:
 
 def test_apply_rollback_apply_and_resulting_schema(fresh_database_url: str) -> None:
     url = _yoyo(fresh_database_url)
-    assert migrations.apply(url) == ["0001_create_users", "0002_create_webhook_events"]
+    assert migrations.apply(url) == ALL
     assert migrations.apply(url) == []
-    assert [s.applied for s in migrations.status(url)] == [True, True]
+    assert [s.applied for s in migrations.status(url)] == [True, True, True]
 
-    assert migrations.rollback(url, 2) == ["0002_create_webhook_events", "0001_create_users"]
+    assert migrations.rollback(url, 3) == ALL[::-1]
     assert _tables(fresh_database_url) == set()
-    assert [s.applied for s in migrations.status(url)] == [False, False]
+    assert [s.applied for s in migrations.status(url)] == [False, False, False]
 
-    assert len(migrations.apply(url)) == 2
-    assert _tables(fresh_database_url) == {"users", "webhook_events"}
+    assert len(migrations.apply(url)) == 3
+    assert _tables(fresh_database_url) == {"users", "webhook_events", "deleted_users"}
+    assert _columns(fresh_database_url, "deleted_users") == {
+        "id": ("text", "NO", None),
+        "deleted_at": ("timestamp with time zone", "NO", "now()"),
+    }
 
     users = _columns(fresh_database_url, "users")
     assert users == {
@@ -81,16 +87,18 @@ def test_apply_rollback_apply_and_resulting_schema(fresh_database_url: str) -> N
         "webhook_events_received_at_idx",
         "webhook_events_status_received_at_idx",
         "webhook_events_user_id_received_at_idx",
+        "webhook_events_unowned_email_idx",
     }
 
 
 def test_rollback_one_then_list(fresh_database_url: str) -> None:
     url = _yoyo(fresh_database_url)
     migrations.apply(url)
-    assert migrations.rollback(url, 1) == ["0002_create_webhook_events"]
+    assert migrations.rollback(url, 2) == ["0003_create_deleted_users", "0002_create_webhook_events"]
     assert [(s.migration_id, s.applied) for s in migrations.status(url)] == [
         ("0001_create_users", True),
         ("0002_create_webhook_events", False),
+        ("0003_create_deleted_users", False),
     ]
     assert _tables(fresh_database_url) == {"users"}
 
@@ -123,8 +131,8 @@ def test_concurrent_migrators_are_safe(fresh_database_url: str) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    assert sorted(results, key=len) == [[], [], [], ["0001_create_users", "0002_create_webhook_events"]]
-    assert _tables(fresh_database_url) == {"users", "webhook_events"}
+    assert sorted(results, key=len) == [[], [], [], ALL]
+    assert _tables(fresh_database_url) == {"users", "webhook_events", "deleted_users"}
 
 
 def test_migrate_cli(fresh_database_url: str) -> None:
@@ -144,7 +152,11 @@ def test_migrate_cli(fresh_database_url: str) -> None:
         return result.stdout
 
     assert "pending  0001_create_users" in run("--list")
-    assert run() == "applied: 0001_create_users, 0002_create_webhook_events\n"
+    assert run() == f"applied: {', '.join(ALL)}\n"
     assert run() == "applied: nothing (schema at head)\n"
-    assert run("--rollback", "1") == "rolled back: 0002_create_webhook_events\n"
-    assert run("--list").splitlines() == ["applied  0001_create_users", "pending  0002_create_webhook_events"]
+    assert run("--rollback", "1") == "rolled back: 0003_create_deleted_users\n"
+    assert run("--list").splitlines() == [
+        "applied  0001_create_users",
+        "applied  0002_create_webhook_events",
+        "pending  0003_create_deleted_users",
+    ]

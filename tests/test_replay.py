@@ -80,17 +80,19 @@ async def test_file_of_payloads_and_deliveries_is_applied_directly(
         {"id": "msg_bob", "payload": envelope(bob)},  # a delivery
         {"note": "exported by hand", "payload": envelope(carol)},  # a delivery without an id
         "",  # blank lines are skipped
-        envelope({"id": alice["id"]}, "user.deleted"),  # a type the service ignores
+        envelope({"id": alice["id"]}, "session.created"),  # a type the service ignores
+        envelope({"id": carol["id"]}, "user.deleted"),  # deletions go through the same core
     )
     code, summary, _ = await replay(capsys, migrated_database_url, str(source), "--direct")
 
     assert code == 0
-    assert outcomes(summary) == {"applied": 3, "ignored": 1}
+    assert outcomes(summary) == {"applied": 4, "ignored": 1}
     rows = await users(db)
-    assert {row["name"] for row in rows.values()} == {"Alice", "Bob", "Carol"}
+    assert {row["name"] for row in rows.values()} == {"Alice", "Bob"}
+    assert await db.fetchval("SELECT id FROM deleted_users") == carol["id"]
     assert rows[bob["id"]]["email"] == bob["email"]
     ids = {r["message_id"] for r in await db.fetch("SELECT message_id FROM webhook_events")}
-    assert len(ids) == 4
+    assert len(ids) == 5
     assert "msg_bob" not in ids  # without --keep-ids every event gets a payload-derived id
     assert all(i.startswith("rpl_") for i in ids)
 
@@ -209,7 +211,7 @@ async def test_failed_out_reruns_after_fixing_the_setting(
         USER_ID_FORMAT="uuid",
     )  # fmt: skip
     assert code == 1
-    assert outcomes(first) == {"applied": 5, "ignored": 1, "rejected": 1}
+    assert outcomes(first) == {"applied": 6, "rejected": 1}  # the user.deleted leaves a tombstone
     assert "line 6" in err
     assert "USER_ID_FORMAT=uuid" in err
     assert "native@example.com" not in err  # no payload PII in reports
@@ -272,7 +274,8 @@ async def test_url_target_signs_and_posts_to_the_service(
         *({"id": f"msg_{i}", "payload": envelope(p)} for i, p in enumerate(people)),
         {"id": "msg_rename", "payload": envelope(renamed, "user.updated")},
         {"id": "msg_bad", "payload": envelope(user_data(email="nope"))},
-        envelope({"id": "x"}, "user.deleted"),
+        envelope({"id": "x"}, "session.created"),
+        {"id": "msg_delete", "payload": envelope({"id": people[1]["id"]}, "user.deleted")},
     )
     db_url = service.settings.database.url  # type: ignore[union-attr]
     code, summary, err = await replay(
@@ -280,16 +283,17 @@ async def test_url_target_signs_and_posts_to_the_service(
     )
 
     assert code == 1
-    assert outcomes(summary) == {"applied": 41, "ignored": 1, "rejected": 1}
+    assert outcomes(summary) == {"applied": 42, "ignored": 1, "rejected": 1}
     assert "msg_bad" in err
     assert [p["status"] for p in summary["problems"]] == [422]
     rows = await users(db)
-    assert len(rows) == 40
+    assert len(rows) == 39
+    assert people[1]["id"] not in rows
     assert rows[people[0]["id"]]["name"] == "Renamed"
     assert await db.fetchval("SELECT status FROM webhook_events WHERE message_id = 'msg_7'") == "applied"
 
     code, again, _ = await replay(capsys, db_url, str(source), "--url", service.base_url, "--keep-ids")
-    assert outcomes(again) == {"duplicate": 42, "rejected": 1}  # the service's own idempotency
+    assert outcomes(again) == {"duplicate": 43, "rejected": 1}  # the service's own idempotency
 
 
 async def test_url_dry_run_validates_locally_and_sends_nothing(
@@ -536,7 +540,7 @@ async def test_inbox_and_export_replayed_into_a_fresh_database_give_the_same_row
     try:
         copied = {row["id"]: dict(row) for row in await fresh.fetch("SELECT * FROM users")}
         inbox = await fresh.fetchval("SELECT count(*) FROM webhook_events")
-        await fresh.execute("TRUNCATE users, webhook_events")
+        await fresh.execute("TRUNCATE users, webhook_events, deleted_users")
     finally:
         await fresh.close()
     assert copied == expected

@@ -212,7 +212,7 @@ async def test_concurrent_updates_of_one_user_in_random_order_end_at_the_newest(
     assert row["updated_at"] == created + timedelta(seconds=59)
 
 
-@pytest.mark.parametrize("event_type", ["user.deleted", "session.created", "something.new"])
+@pytest.mark.parametrize("event_type", ["session.created", "something.new", "user.deleted.later"])
 async def test_unhandled_event_types_are_ignored(
     service: ServiceUnderTest, db: asyncpg.Connection, event_type: str
 ) -> None:
@@ -599,7 +599,7 @@ async def test_real_better_auth_payloads(migrated_database_url: str, db: asyncpg
     payloads = [json.loads(line)["payload"] for line in FIXTURES.read_text().splitlines() if line.strip()]
     uuid_ids = [p for p in payloads if len(p["data"]["id"]) == 36]
     native_ids = [p for p in payloads if len(p["data"]["id"]) != 36]
-    expected = {"user.created": "applied", "user.updated": "applied", "user.deleted": "ignored"}
+    expected = {"user.created": "applied", "user.updated": "applied", "user.deleted": "applied"}
     with start_service(make_settings(migrated_database_url)) as service:
         async with service.client() as client:
             for payload in uuid_ids:
@@ -615,6 +615,8 @@ async def test_real_better_auth_payloads(migrated_database_url: str, db: asyncpg
     assert names["ccd4a01a-6176-49d2-bf5e-323e5c1ed3a1"] == "Alice Updated"
     assert names["1AJsC9tjCvQhaPByLqNsbmK6D3Kqenrv"] == "Nate Native"
     assert "ddee13ed-9439-4e8c-bb78-f4beaed4e388" not in names  # Carol only has a user.deleted
+    tombstones = {r["id"] for r in await db.fetch("SELECT id FROM deleted_users")}
+    assert "ddee13ed-9439-4e8c-bb78-f4beaed4e388" in tombstones
 
 
 # --- 503 ----------------------------------------------------------------------------------------------

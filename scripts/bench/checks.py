@@ -62,13 +62,19 @@ async def check_ingest(
     # The newest state of each user among the deliveries that committed (when every delivery was
     # acknowledged, that is every delivery sent: "the newest update sent").
     expected: dict[str, UserVersion] = {}
+    deleted: set[str] = set()
     for message_id, status in inbox.items():
         event = by_id.get(message_id)
         if event is None or status not in _COMMITTED:
             continue
+        if event.event_type == "user.deleted":
+            deleted.add(event.user.id)
+            continue
         held = expected.get(event.user.id)
         if held is None or event.user.updated_at > held.updated_at:
             expected[event.user.id] = event.user
+    for user_id in deleted:  # a deletion is final, whatever arrived around it
+        expected.pop(user_id, None)
     wrong = [uid for uid, want in expected.items() if users.get(uid) != want]
     extra = [uid for uid in users if uid not in expected]
     example = (
@@ -80,7 +86,7 @@ async def check_ingest(
         Check(
             not wrong and not extra,
             f"every user row equals the newest update sent: {len(expected):,} users, {len(wrong)} differ, "
-            f"{len(extra)} unexpected rows" + example,
+            f"{len(extra)} unexpected rows ({len(deleted):,} users deleted, none of them left)" + example,
         )
     )
     return checks

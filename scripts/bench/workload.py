@@ -2,7 +2,9 @@
 
 The stream mixes user.created of new users with user.updated of users created earlier in the stream
 (`updatedAt` always increasing), so the ingest path does the work it does in production: inserts,
-updates, ordering checks and the odd email change. Every message id is unique.
+updates, ordering checks and the odd email change; the deletion mix (`delete_share`) also deletes users
+created earlier (`user.deleted` with the row as it was, as Better Auth's delete.after hook sends it), never
+touched again afterwards. Every message id is unique.
 """
 
 from __future__ import annotations
@@ -52,20 +54,24 @@ class Workload:
         self._users: list[UserVersion] = []
         self._user_index: dict[str, int] = {}
 
-    def events(self, count: int, *, update_share: float = 0.5) -> list[Event]:
-        return [self._next(update_share) for _ in range(count)]
+    def events(self, count: int, *, update_share: float = 0.5, delete_share: float = 0.0) -> list[Event]:
+        return [self._next(update_share, delete_share) for _ in range(count)]
 
     def new_users(self, count: int) -> list[Event]:
-        return [self._next(0.0) for _ in range(count)]
+        return [self._next(0.0, 0.0) for _ in range(count)]
 
     def _tick(self) -> datetime:
         self._clock += timedelta(milliseconds=1)
         return self._clock
 
-    def _next(self, update_share: float) -> Event:
+    def _next(self, update_share: float, delete_share: float) -> Event:
         rng = self._rng
         now = self._tick()
-        if self._users and rng.random() < update_share:
+        # Only drawn when asked for, so the streams without deletions stay what they were for each seed.
+        if delete_share and self._users and rng.random() < delete_share:
+            user = self._deleted(rng.randrange(len(self._users)))
+            event_type = "user.deleted"
+        elif self._users and rng.random() < update_share:
             index = rng.randrange(len(self._users))
             user = self._updated(self._users[index], now)
             self._users[index] = user
@@ -87,6 +93,15 @@ class Workload:
             data["image"] = user.image  # Better Auth leaves `image` out when it is unset
         body = msgspec.json.encode({"type": event_type, "timestamp": iso(now), "data": data})
         return Event(f"msg_{uuid.UUID(int=rng.getrandbits(128), version=4).hex}", event_type, user, body)
+
+    def _deleted(self, index: int) -> UserVersion:
+        """Remove the user at `index` (the last one takes its place) and return it as it was."""
+        user, last = self._users[index], self._users.pop()
+        del self._user_index[user.id]
+        if last is not user:
+            self._users[index] = last
+            self._user_index[last.id] = index
+        return user
 
     def _created(self, now: datetime) -> UserVersion:
         rng = self._rng

@@ -5,12 +5,14 @@ validation outcomes, ordering and idempotency live here and nowhere else.
 
 A batch of any size is two statements, each its own transaction (no BEGIN/COMMIT round trips: under
 load the round trips, not PostgreSQL, bound how fast a batch goes):
-1. read the rows of every user id and email the batch touches, and which of its message ids already
-   ended for good (`READ_BATCH_STATE`);
+1. read the rows of every user id and email the batch touches, the tombstones of its user ids, and which
+   of its message ids already ended for good (`READ_BATCH_STATE`);
 2. decide each delivery's outcome in arrival order, in Python, exactly as if they had come one by one:
-   duplicate, ignored, rejected, stale (not newer than the row), conflict (email held by another id),
-   or applied, which then becomes the state later deliveries of that user are compared with;
-3. write the final state of each applied user and one inbox row per evaluated delivery in one statement
+   duplicate, ignored, rejected, stale (not newer than the row, or its user was deleted), conflict (email
+   held by another id), or applied, which then becomes the state later deliveries of that user are
+   compared with (an applied deletion removes the row, frees its email and leaves a tombstone);
+3. write the final state of each applied user, the deletions with their tombstones and the erasure of the
+   deleted users' inbox payloads, and one inbox row per evaluated delivery in one statement
    (`WRITE_BATCH`), which commits them together. Its SQL repeats the ordering and idempotency rules, so a
    concurrent writer (another batch, worker or replay) that changed a row since step 1 is never undone:
    an applied delivery whose user row turned out newer is recorded stale, a message id that another
@@ -23,7 +25,7 @@ so one bad event never fails the others.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -62,11 +64,12 @@ _FINISHED = frozenset({"applied", "stale", "ignored"})
 @dataclass(slots=True)
 class BatchState:
     """What a batch's decisions start from: the stored rows of its user ids and emails, who holds each of
-    those emails, and which of its message ids already ended for good."""
+    those emails, which of its message ids already ended for good, and which of its user ids were deleted."""
 
     stored: dict[str, UserRow] = field(default_factory=dict)
     email_owner: dict[str, str] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
+    tombstoned: set[str] = field(default_factory=set)
 
 
 async def apply_batch(conn: asyncpg.Connection, deliveries: Sequence[Delivery]) -> list[Result]:
@@ -119,12 +122,26 @@ async def _apply_alone_after_failure(conn: asyncpg.Connection, delivery: Deliver
     delivery = msgspec.structs.replace(delivery, payload=as_json_string(delivery.payload))
     try:
         return (await _apply(conn, [delivery], None, ()))[0][0]
+    except asyncpg.exceptions.ForeignKeyViolationError as exc:
+        result = _blocked_deletion(exc)
     except asyncpg.exceptions.UniqueViolationError:
         result = CONFLICT  # the email was taken by a writer that committed after our read
     except _PER_DELIVERY_ERRORS as exc:
         result = Result(Outcome.REJECTED, f"PostgreSQL refused a value (SQLSTATE {exc.sqlstate})", "data")
-    exceptions, _ = await _write(conn, {}, [(delivery, result)], ())
+    exceptions, _ = await _write(conn, {}, {}, set(), [(delivery, result)], ())
     return DUPLICATE if delivery.message_id in exceptions else result
+
+
+def _blocked_deletion(exc: asyncpg.exceptions.ForeignKeyViolationError) -> Result:
+    """A deletion that a table referencing users(id) without ON DELETE refuses: retryable (409), nothing
+    of it written; the detail names the constraint so the operator knows which table to fix."""
+    constraint = getattr(exc, "constraint_name", None) or "unknown"
+    table = getattr(exc, "table_name", None)
+    where = f" on table {table}" if table else ""
+    return Result(
+        Outcome.CONFLICT,
+        f"deletion blocked by foreign key constraint {constraint}{where} (no ON DELETE CASCADE); retry later",
+    )
 
 
 async def _apply(
@@ -138,15 +155,22 @@ async def _apply(
 
     results: list[Result] = []
     to_write: dict[str, UserRow] = {}
+    to_delete: dict[str, set[str]] = {}  # deleted id -> the emails its inbox rows without a user id may hold
     to_record: dict[str, tuple[Delivery, Result]] = {}
     for delivery in deliveries:
         if delivery.message_id in state.finished:
             results.append(DUPLICATE)
             continue
-        result = _decide(delivery, state.stored, state.email_owner)
+        deletion = delivery.deletion
+        previous = state.stored.get(deletion.id) if deletion is not None else None
+        result = _decide(delivery, state)
         if result is APPLIED:
-            assert delivery.user is not None
-            to_write[delivery.user.id] = delivery.user
+            if deletion is not None:
+                to_write.pop(deletion.id, None)
+                to_delete[deletion.id] = {e for e in (deletion.email, previous and previous.email) if e}
+            else:
+                assert delivery.user is not None
+                to_write[delivery.user.id] = delivery.user
         if result.outcome.acknowledged:
             state.finished.add(delivery.message_id)
         to_record[delivery.message_id] = (delivery, result)
@@ -154,21 +178,26 @@ async def _apply(
     if not to_record and not upcoming:
         return results, None
 
-    exceptions, next_state = await _write(conn, to_write, list(to_record.values()), upcoming)
+    exceptions, next_state = await _write(
+        conn, to_write, to_delete, state.tombstoned, list(to_record.values()), upcoming
+    )
     overtaken: set[str] = set()  # users a concurrent writer made newer: their rows are unknown here
     for index, delivery in enumerate(deliveries):
         if delivery.message_id not in exceptions or delivery.message_id not in to_record:
             continue
         if exceptions[delivery.message_id] is None:
             results[index] = DUPLICATE  # a concurrent writer finished this message id first
-        elif results[index] is APPLIED:
+        elif results[index] is APPLIED and delivery.deletion is None:
             results[index] = STALE  # a concurrent writer made this user's row newer than ours
             assert delivery.user is not None
             overtaken.add(delivery.user.id)
     if next_state is None or overtaken:
         return results, None
     _carry_over(
-        next_state, upcoming, [user for user_id, user in to_write.items() if user_id not in overtaken]
+        next_state,
+        upcoming,
+        [user for user_id, user in to_write.items() if user_id not in overtaken],
+        to_delete,
     )
     next_state.finished.update(
         d.message_id for d, r in zip(deliveries, results, strict=True) if r.outcome.acknowledged
@@ -184,6 +213,8 @@ def _keys(deliveries: Sequence[Delivery]) -> tuple[list[str], list[str], list[st
         if delivery.user is not None:
             ids.add(delivery.user.id)
             emails.add(delivery.user.email)
+        elif delivery.user_id is not None:  # a deletion, or a rejection whose id may be tombstoned
+            ids.add(delivery.user_id)
     return sorted(ids), sorted(emails), sorted({d.message_id for d in deliveries})
 
 
@@ -195,14 +226,23 @@ def _state_from(rows: Sequence[asyncpg.Record]) -> BatchState:
         if kind == "u":
             state.stored[row[1]] = UserRow(row[1], *row[3:9])
             state.email_owner[row[3]] = row[1]
+        elif kind == "t":
+            state.tombstoned.add(row[1])
         elif row[2] in _FINISHED:
             state.finished.add(row[1])
     return state
 
 
-def _carry_over(state: BatchState, upcoming: Sequence[Delivery], written: Sequence[UserRow]) -> None:
+def _carry_over(
+    state: BatchState, upcoming: Sequence[Delivery], written: Sequence[UserRow], deleted: Iterable[str]
+) -> None:
     """Bring a state read along with a batch's write (so, as it was before that write) up to date with
-    the rows the write stored."""
+    the rows the write stored and deleted."""
+    for user_id in deleted:
+        state.tombstoned.add(user_id)
+        previous = state.stored.pop(user_id, None)
+        if previous is not None and state.email_owner.get(previous.email) == user_id:
+            del state.email_owner[previous.email]
     ids, emails, _ = _keys(upcoming)
     relevant_ids, relevant_emails = set(ids), set(emails)
     for user in written:
@@ -215,10 +255,21 @@ def _carry_over(state: BatchState, upcoming: Sequence[Delivery], written: Sequen
         state.email_owner[user.email] = user.id
 
 
-def _decide(delivery: Delivery, stored: dict[str, UserRow], email_owner: dict[str, str]) -> Result:
+def _decide(delivery: Delivery, state: BatchState) -> Result:
     """The outcome of one delivery given the state so far; updates that state when it applies."""
+    stored, email_owner = state.stored, state.email_owner
+    # A tombstone is final: whatever else a later event of that id says (it may be a replayed inbox row
+    # erased down to its id, which validation would reject), it changes nothing.
+    if delivery.user_id is not None and delivery.user_id in state.tombstoned:
+        return STALE
     if delivery.rejection is not None:
         return Result(Outcome.REJECTED, str(delivery.rejection), delivery.rejection.field)
+    if delivery.deletion is not None:
+        deleted = stored.pop(delivery.deletion.id, None)
+        if deleted is not None and email_owner.get(deleted.email) == deleted.id:
+            del email_owner[deleted.email]
+        state.tombstoned.add(delivery.deletion.id)
+        return APPLIED
     user = delivery.user
     if user is None:
         return IGNORED
@@ -247,10 +298,14 @@ def _supersedes(new: UserRow, current: UserRow) -> bool:
 async def _write(
     conn: asyncpg.Connection,
     users: dict[str, UserRow],
+    deleted: dict[str, set[str]],
+    tombstoned: set[str],
     entries: Sequence[tuple[Delivery, Result]],
     upcoming: Sequence[Delivery],
 ) -> tuple[dict[str, str | None], BatchState | None]:
-    """Write users and inbox rows (WRITE_BATCH) and read `upcoming`'s state as it was before the write.
+    """Write users, deletions (`deleted`: id -> emails of its inbox rows without a user id) and inbox rows
+    (WRITE_BATCH) and read `upcoming`'s state as it was before the write. Inbox rows of a user in
+    `tombstoned` are stored erased.
 
     Returns the message ids whose inbox row did not end as asked, with the status it has instead (None:
     not written, it had already ended for good; `stale`: an applied delivery's user was not written after
@@ -261,6 +316,7 @@ async def _write(
         _InboxJson(
             d.message_id, d.event_type, d.user_id, d.event_timestamp, d.received_at, r.outcome.value,
             r.detail, msgspec.Raw(d.payload.encode()),
+            erase=d.user_id is not None and d.user_id in tombstoned,
         )
         for d, r in sorted(entries, key=lambda e: e[0].message_id)
     ]  # fmt: skip
@@ -272,13 +328,16 @@ async def _write(
         next_ids,
         next_emails,
         next_message_ids,
+        sorted(deleted),
+        sorted({email for emails in deleted.values() for email in emails}),
     )
     exceptions = {row[1]: row[2] for row in rows if row[0] == "x"}
     return exceptions, (_state_from(rows) if upcoming else None)
 
 
-# WRITE_BATCH's inbox rows: field names are the columns jsonb_to_recordset reads.
-class _InboxJson(msgspec.Struct):
+# WRITE_BATCH's inbox rows: field names are the columns jsonb_to_recordset reads. `erase` is left out
+# when false (nearly always), which WRITE_BATCH reads as NULL.
+class _InboxJson(msgspec.Struct, omit_defaults=True):
     message_id: str
     event_type: str
     user_id: str | None
@@ -287,6 +346,9 @@ class _InboxJson(msgspec.Struct):
     status: str
     error: str | None
     payload: msgspec.Raw
+    # Its user is deleted (before or by this batch): store the payload erased, and an `applied` one (the
+    # deletion, or an earlier upsert it undid) expects no users row.
+    erase: bool = False
 
 
 _encode = msgspec.json.Encoder().encode

@@ -53,11 +53,20 @@ class Rejection(msgspec.Struct, frozen=True, gc=False):
         return f"{self.field}: {self.reason}"
 
 
+class Deletion(msgspec.Struct, frozen=True, gc=False):
+    """A valid `user.deleted`: the id to delete, and the email its payload gave (not validated: a deletion
+    is never blocked by a field; only used to find inbox rows without a user id that carry it)."""
+
+    id: str
+    email: str | None
+
+
 class Delivery(msgspec.Struct, frozen=True, gc=False):
     """One verified webhook message, ready for the ingest core.
 
-    Exactly one of `user` (a handled, valid event), `rejection` (a handled type that failed validation)
-    or neither (a type we ignore) is set.
+    Exactly one of `user` (a valid creation or update), `deletion` (a valid deletion), `rejection` (a
+    handled type that failed validation) or none (a type we ignore) is set. `user_id` is the id the
+    payload names whenever it could be read (also for a rejection), so a tombstoned id is known.
     """
 
     message_id: str
@@ -68,6 +77,7 @@ class Delivery(msgspec.Struct, frozen=True, gc=False):
     user_id: str | None
     user: UserRow | None = None
     rejection: Rejection | None = None
+    deletion: Deletion | None = None
 
 
 def as_json_string(text: str) -> str:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
 from sync_service.config import UserIdFormat
 from sync_service.errors import MalformedBody
-from sync_service.ingest.records import Delivery, Rejection, UserRow, as_json_string
+from sync_service.ingest.records import Deletion, Delivery, Rejection, UserRow, as_json_string
 
-HANDLED_TYPES = frozenset({"user.created", "user.updated"})
+DELETED = "user.deleted"
+HANDLED_TYPES = frozenset({"user.created", "user.updated", DELETED})
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -89,6 +90,8 @@ def parse_delivery(
             message_id, _safe_type(envelope.type), None, received_at, payload, None,
             rejection=Rejection("timestamp", "is out of range"),
         )  # fmt: skip
+    if envelope.type == DELETED:
+        return _deletion(message_id, body, envelope, received_at, user_id_format)
     if envelope.type not in HANDLED_TYPES:
         return Delivery(message_id, _safe_type(envelope.type), envelope.timestamp, received_at, payload, None)
 
@@ -113,6 +116,68 @@ def parse_delivery(
         data.id, data.email, data.email_verified, data.name, data.image, data.created_at, data.updated_at
     )
     return Delivery(message_id, envelope.type, envelope.timestamp, received_at, payload, user_id, user=user)
+
+
+class _DeletedUser(msgspec.Struct):
+    """What a deletion reads of Better Auth's user row; nothing else is validated."""
+
+    id: Any = None
+    email: Any = None
+
+
+class _Timestamp(msgspec.Struct):
+    timestamp: msgspec.Raw = msgspec.Raw(b"null")
+
+
+def _deletion(
+    message_id: str, body: bytes, envelope: Envelope, received_at: datetime, user_id_format: UserIdFormat
+) -> Delivery:
+    """A `user.deleted`. Only `data.id` is required; the inbox keeps only `type`, `timestamp` and
+    `data.id` of it from the start (erasure: the deleted person's data is what the event is about)."""
+    rejection: Rejection | None
+    try:
+        data = msgspec.json.decode(envelope.data, type=_DeletedUser)
+    except RecursionError:
+        raise MalformedBody("body is nested too deeply") from None
+    except msgspec.ValidationError as exc:
+        data, rejection = _DeletedUser(), _rejection_from(exc, prefix="$.data")
+    else:
+        rejection = _id_rejection(data.id, user_id_format)
+    user_id = data.id if isinstance(data.id, str) and _storable(data.id) and len(data.id) <= 255 else None
+    erased: dict[str, Any] = {
+        "type": DELETED,
+        "timestamp": msgspec.json.decode(body, type=_Timestamp).timestamp,
+    }
+    erased["data"] = {} if user_id is None else {"id": user_id}
+    payload = msgspec.json.encode(erased).decode()
+    if rejection is not None:
+        return Delivery(
+            message_id, DELETED, envelope.timestamp, received_at, payload, user_id, rejection=rejection
+        )
+    assert user_id is not None  # a valid id is a storable one
+    email = (
+        data.email
+        if isinstance(data.email, str) and _storable(data.email) and len(data.email) <= 320
+        else None
+    )
+    return Delivery(
+        message_id, DELETED, envelope.timestamp, received_at, payload, user_id,
+        deletion=Deletion(user_id, email),
+    )  # fmt: skip
+
+
+def _id_rejection(user_id: object, user_id_format: UserIdFormat) -> Rejection | None:
+    """The seed's id rule (USER_ID_FORMAT), for a deletion, whose other fields are not checked."""
+    if not isinstance(user_id, str):
+        return Rejection("data.id", "is required and must be a string")
+    if user_id_format == "uuid":
+        if not _UUID.fullmatch(user_id):
+            return Rejection("data.id", "must be a UUID (USER_ID_FORMAT=uuid)")
+    elif not _OPAQUE_ID.fullmatch(user_id):
+        return Rejection(
+            "data.id", "must be 1-255 characters of A-Z, a-z, 0-9, _ or - (USER_ID_FORMAT=opaque)"
+        )
+    return None
 
 
 def validate_user(

@@ -14,7 +14,7 @@ from litestar.params import RawBody
 from litestar.response.base import ASGIResponse
 
 from sync_service.ingest.core import Result
-from sync_service.ingest.records import Outcome
+from sync_service.ingest.records import Delivery, Outcome
 from sync_service.webhooks.events import HANDLED_TYPES, check_message_id, parse_delivery
 from sync_service.webhooks.receiver import WebhookReceiver
 from sync_service.webhooks.signatures import signature_headers
@@ -51,13 +51,16 @@ _ACKS = {
     description=(
         "Standard Webhooks signature over the raw body (webhook-* or svix-* headers). Answers only after "
         "the commit: 200 applied/duplicate/stale/ignored, 401 bad signature, 400 not a JSON object, "
-        "409 email held by another user (retry), 413 too large, 422 invalid fields, 503 retry later."
+        "409 email held by another user or deletion blocked by a foreign key (retry), 413 too large, "
+        "422 invalid fields, 503 retry later."
     ),
     security=[],
     responses={
         200: ResponseSpec(Ack, description="Applied, duplicate, stale or ignored", generate_examples=False),
         409: ResponseSpec(
-            Refusal, description="Email held by another user id: retry", generate_examples=False
+            Refusal,
+            description="Email held by another user id, or deletion blocked by a foreign key: retry",
+            generate_examples=False,
         ),
         422: ResponseSpec(
             Refusal, description="Invalid fields (recorded as rejected)", generate_examples=False
@@ -91,11 +94,17 @@ async def receive_better_auth_webhook(request: Request[Any, Any, Any], body: Raw
                 "message_id": message_id,
                 "event_type": event_type,
                 "outcome": result.outcome.value,
-                "user_id": delivery.user.id if delivery.user is not None else None,
+                "user_id": _valid_user_id(delivery),
                 "latency_ms": round(seconds * 1000, 2),
             },
         )
     return _response(result)
+
+
+def _valid_user_id(delivery: Delivery) -> str | None:
+    if delivery.user is not None:
+        return delivery.user.id
+    return delivery.deletion.id if delivery.deletion is not None else None
 
 
 def _response(result: Result) -> ASGIResponse:

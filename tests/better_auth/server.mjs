@@ -22,6 +22,7 @@ const auth = betterAuth({
     ? new pg.Pool({ connectionString: databaseUrl })
     : memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
   emailAndPassword: { enabled: true },
+  user: { deleteUser: { enabled: true } },
   advanced: { database: { generateId: "uuid" } },
   plugins: [jwt()],
   databaseHooks: process.env.SYNC_SERVICE_URL ? syncUsersToService : undefined,

@@ -1,5 +1,5 @@
-// sync-users.ts: send every user Better Auth creates or updates to sync-service, signed with the
-// Standard Webhooks scheme. npm install standardwebhooks
+// sync-users.ts: send every user Better Auth creates, updates or deletes to sync-service, signed with
+// the Standard Webhooks scheme. npm install standardwebhooks
 import type { BetterAuthOptions, User } from "better-auth";
 import { Webhook } from "standardwebhooks";
 
@@ -7,7 +7,7 @@ const endpoint = `${process.env.SYNC_SERVICE_URL}/webhooks/better-auth`; // e.g.
 const signer = new Webhook(process.env.SYNC_WEBHOOK_SECRET ?? ""); // whsec_..., the service's WEBHOOK_SECRET
 const attempts = 4; // retried after 0.5, 1 and 2 s
 
-type UserEvent = "user.created" | "user.updated";
+type UserEvent = "user.created" | "user.updated" | "user.deleted";
 
 async function deliver(type: UserEvent, user: User): Promise<void> {
   // Only the columns the service keeps: plugin fields (role, banReason, ...) stay in Better Auth.
@@ -33,7 +33,8 @@ async function deliver(type: UserEvent, user: User): Promise<void> {
       });
       if (response.ok) return; // applied, duplicate, stale or ignored
       failure = `HTTP ${response.status}`;
-      // 409: the email is still held by another user (a swap arriving out of order); 429/5xx: later.
+      // 409: the email is still held by another user (a swap, or a re-sign-up overtaking the deletion),
+      // or a table referencing users(id) blocks the deletion; 429/5xx: later.
       const retryable = response.status === 409 || response.status === 429 || response.status >= 500;
       if (!retryable) break; // 400/401/413/422: the same request would fail the same way
     } catch (error) {
@@ -53,5 +54,7 @@ export const syncUsersToService = {
   user: {
     create: { after: async (user) => send("user.created", user) },
     update: { after: async (user) => send("user.updated", user) },
+    // The user row as it was: the service deletes it, keeps a tombstone and erases their data.
+    delete: { after: async (user) => send("user.deleted", user) },
   },
 } satisfies BetterAuthOptions["databaseHooks"];

@@ -25,7 +25,7 @@ from standardwebhooks.webhooks import hmac_data
 from tests.reliability.log_capture import PII_MARKER
 from tests.support import SECRET, envelope, signed_headers, user_data
 
-HANDLED = ("user.created", "user.updated")
+HANDLED = ("user.created", "user.updated", "user.deleted")  # DESIGN: a deletion is handled
 ACKNOWLEDGED = ("applied", "duplicate", "stale", "ignored")
 MAX_BODY = 262_144  # WEBHOOK_MAX_BODY_BYTES default, which the fuzzed service uses
 _PLACEHOLDER = "@@hostile-{}@@"
