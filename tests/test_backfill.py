@@ -22,8 +22,6 @@ from sync_service.cli import _parser
 from tests.databases import connected, unreachable_database_url
 from tests.support import ServiceUnderTest, deliver, envelope, make_settings, user_data
 
-NEEDS_DELETIONS = pytest.mark.xfail(reason="needs user.deleted (deletions branch)", strict=True)
-
 # What Better Auth 1.7's own migrations create on PostgreSQL (generateId: "uuid" gives a uuid id).
 BETTER_AUTH_USER_TABLE = """
 CREATE TABLE "user" (
@@ -152,7 +150,6 @@ async def test_a_webhook_newer_than_the_source_row_wins(
     assert user["updated_at"] == T0 + timedelta(days=1)
 
 
-@NEEDS_DELETIONS
 async def test_a_deleted_user_is_not_resurrected(
     capsys: pytest.CaptureFixture[str], service: ServiceUnderTest, db: asyncpg.Connection,
     migrated_database_url: str, fresh_database_url: str,
@@ -298,7 +295,6 @@ async def test_delete_missing_refuses_more_than_the_fraction(
     assert await stored(db) == before
 
 
-@NEEDS_DELETIONS
 async def test_delete_missing_deletes_the_extra_users(
     capsys: pytest.CaptureFixture[str], db: asyncpg.Connection, migrated_database_url: str,
     fresh_database_url: str,
