@@ -305,6 +305,10 @@ BACKFILL_SOURCE_COUNT = "SELECT count(*) FROM {table}"
 BACKFILL_SOURCE_PRESENT = "SELECT {id}::text FROM {table} WHERE {present_key} = ANY($1::{array})"
 
 # Our side of the reconciliation: user ids in byte order (the order the source is read in), keyset pages.
+# Which of these ids are tombstoned (deleted here): a real backfill leaves them deleted (`stale`), so a dry
+# run does not count them as missing.
+BACKFILL_TOMBSTONED = "SELECT id FROM deleted_users WHERE id = ANY($1::text[])"
+
 BACKFILL_OUR_FIRST_IDS = """SELECT id FROM users ORDER BY id COLLATE "C" LIMIT $1"""
 
 BACKFILL_OUR_NEXT_IDS = """

@@ -164,6 +164,9 @@ async def test_a_deleted_user_is_not_resurrected(
     assert code == 0
     assert set(await stored(db)) == {kept["id"]}
     assert outcomes(summary) == {"applied": 1, "stale": 1}
+    # A dry run agrees: the tombstoned user is not "missing" (a real run leaves it deleted).
+    code, summary, _ = await backfill(capsys, migrated_database_url, fresh_database_url, "--dry-run")
+    assert (code, summary["drift"]["total"]) == (0, 0)
 
 
 # --- --dry-run: drift ----------------------------------------------------------------------------------

@@ -341,10 +341,13 @@ async def _compare(rows: list[SourceRow], rules: Rules, summary: Summary, ours: 
         else:
             valid[row.id] = row
     stored = {r[0]: tuple(r) for r in await ours.fetch(sql.SELECT_USERS, list(valid))}
+    absent = [user_id for user_id in valid if user_id not in stored]
+    deleted = {r[0] for r in await ours.fetch(sql.BACKFILL_TOMBSTONED, absent)} if absent else set()
     for user_id, row in valid.items():
         mine = stored.get(user_id)
         if mine is None:
-            summary.drift["missing"].add(user_id)
+            if user_id not in deleted:
+                summary.drift["missing"].add(user_id)
         elif mine != (
             row.id,
             row.email,
