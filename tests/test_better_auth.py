@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -29,10 +27,10 @@ import jwt
 import pytest
 from svix.webhooks import Webhook
 
+from tests.node_project import NO_NODE, PROJECT, prepare, run
 from tests.support import SECRET, ServiceUnderTest, free_port, make_settings, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = ROOT / "tests" / "better_auth"
 HOOK_SOURCE = PROJECT / "sync-users.ts"
 PASSWORD = "correct horse battery staple"
 BETTER_AUTH_SECRET = "test-secret-for-better-auth-0123456789abcdef"
@@ -65,29 +63,15 @@ def test_readme_shows_exactly_the_hook_code_under_test() -> None:
 @pytest.fixture(scope="session")
 def node_project() -> Path:
     """tests/better_auth with its pinned packages installed and the hook code built."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None:
-        pytest.skip("node is not on PATH: the Better Auth end-to-end tests need Node.js 20+ and npm")
-    assert npm is not None, "node is installed but npm is not"
-    lock = PROJECT / "package-lock.json"
-    stamp = PROJECT / "node_modules" / ".sync-service-lock-sha256"
-    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
-    if not stamp.exists() or stamp.read_text() != digest:
-        _run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], timeout=300)
-        stamp.write_text(digest)
-    _run([node, "build.mjs"], timeout=60)
-    return PROJECT
+    project = prepare()
+    if project is None:
+        pytest.skip(NO_NODE)
+    return project
 
 
-def _run(argv: list[str], *, timeout: float) -> None:
-    result = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}"
-
-
-@pytest.mark.slow
 def test_hook_code_type_checks_against_better_auth(node_project: Path) -> None:
     """The README's TypeScript compiles (strict) against better-auth 1.7.25's own types."""
-    _run([str(node_project / "node_modules" / ".bin" / "tsc"), "-p", "tsconfig.json"], timeout=120)
+    run([str(node_project / "node_modules" / ".bin" / "tsc"), "-p", "tsconfig.json"], timeout=120)
 
 
 class BetterAuth:
