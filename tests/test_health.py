@@ -1,4 +1,5 @@
-"""GET /health/live and GET /health/ready: ready only with the database reachable and the schema at head."""
+"""GET /health/live and GET /health/ready: ready only with the database reachable and the schema at head;
+HEAD answers each as GET does, without the body."""
 
 from __future__ import annotations
 
@@ -17,6 +18,29 @@ async def test_live_and_ready_when_all_is_well(service: ServiceUnderTest) -> Non
     assert live.json() == {"status": "ok"}
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready"}
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready"])
+async def test_head_answers_as_get_does_without_a_body(service: ServiceUnderTest, path: str) -> None:
+    async with service.client() as client:
+        get = await client.get(path)
+        head = await client.head(path)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
+
+
+async def test_head_on_ready_is_503_with_retry_after_when_the_database_is_unreachable() -> None:
+    settings = make_settings(unreachable_database_url(), DB_CONNECT_TIMEOUT="1", DB_ACQUIRE_TIMEOUT="1")
+    with start_service(settings) as running:
+        async with running.client() as client:
+            live = await client.head("/health/live")
+            ready = await client.head("/health/ready")
+    assert live.status_code == 200
+    assert ready.status_code == 503
+    assert ready.content == b""
+    assert ready.headers["retry-after"].isdigit()
 
 
 async def test_not_ready_naming_the_reason_when_the_database_is_unreachable() -> None:

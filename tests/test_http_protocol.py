@@ -1,4 +1,5 @@
-"""The HTTP protocol `sync-service serve` runs: slow clients are cut off, handlers are not, and a response
+"""The HTTP protocol `sync-service serve` runs: slow clients are cut off, handlers are not, a request head
+past its budget is refused with 431, sockets that send nothing hold no request slot, and a response
 arrives whole. A real uvicorn server on loopback, spoken to over raw sockets (a client library would not
 trickle its bytes)."""
 
@@ -41,7 +42,17 @@ async def _app(scope: HTTPScope, receive: Receive, send: Send) -> None:
 def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     monkeypatch.setattr(http_protocol, "HEADER_TIMEOUT_SECONDS", DEADLINE)
     monkeypatch.setattr(http_protocol, "BODY_TIMEOUT_SECONDS", DEADLINE)
+    monkeypatch.setattr(http_protocol, "FIRST_BYTE_TIMEOUT_SECONDS", DEADLINE)
     with serving(_app, lifespan="off", timeout_keep_alive=30) as server:
+        yield server.config.port
+
+
+LIMIT = 2  # requests in progress at once, for the limit tests
+
+
+@pytest.fixture
+def limited_port() -> Iterator[int]:
+    with serving(_app, lifespan="off", timeout_keep_alive=30, limit_concurrency=LIMIT) as server:
         yield server.config.port
 
 
@@ -143,3 +154,167 @@ def test_responses_arrive_whole_with_and_without_a_body(port: int) -> None:
             data += chunk
         assert data.startswith(b"HTTP/1.1 200 OK")
         assert data.endswith(b"\r\n\r\n")
+
+
+def test_a_silent_connection_is_closed_at_the_first_byte_deadline(port: int) -> None:
+    with _connect(port) as sock:
+        assert DEADLINE * 0.8 <= _closed_after(sock) <= DEADLINE + 2
+
+
+# --- the header budget ------------------------------------------------------------------------------
+
+BUDGET = http_protocol.HEADER_BUDGET_BYTES
+SEND_CAP = 16 * 1024 * 1024  # no flood in these tests sends more than this
+
+
+def _refused(sock: socket.socket, flood: Iterator[bytes]) -> int:
+    """Send `flood`'s pieces until the server answers (or SEND_CAP); the answer must be a 431 followed by
+    the close. The bytes sent."""
+    sent = 0
+    sock.settimeout(0)
+    answer = b""
+    for piece in flood:
+        if sent >= SEND_CAP:
+            break
+        try:
+            answer += sock.recv(65536)
+            break
+        except BlockingIOError:
+            pass
+        try:
+            sock.settimeout(5)
+            sock.sendall(piece)
+            sent += len(piece)
+        except OSError:  # closed by the server while we were still sending
+            break
+        finally:
+            sock.settimeout(0)
+    sock.settimeout(5)
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), (sent, answer[:200])
+    assert b"connection: close" in answer.lower()
+    return sent
+
+
+def _endless_header() -> Iterator[bytes]:
+    yield b"GET / HTTP/1.1\r\nhost: x\r\nx-endless: "
+    while True:
+        yield b"a" * 65536
+
+
+def _many_headers() -> Iterator[bytes]:
+    yield b"GET / HTTP/1.1\r\nhost: x\r\n"
+    for n in range(100_000):
+        yield b"".join(b"x-h-%d-%d: v\r\n" % (n, i) for i in range(200))
+
+
+def _huge_request_line() -> Iterator[bytes]:
+    yield b"GET /"
+    while True:
+        yield b"a" * 65536
+
+
+@pytest.mark.parametrize(
+    "flood",
+    [_endless_header, _many_headers, _huge_request_line],
+    ids=["endless-header", "many-headers", "request-line"],
+)
+def test_a_head_past_the_budget_is_431_and_closed(port: int, flood: Any) -> None:
+    with _connect(port) as sock:
+        sent = _refused(sock, flood())
+    # The server stopped reading soon after the budget (what it drops while it lingers, and what the
+    # sockets' buffers hold): nowhere near the cap.
+    assert sent < SEND_CAP / 2, sent
+
+
+def test_a_head_past_the_budget_in_one_piece_is_431(port: int) -> None:
+    with _connect(port) as sock:
+        _refused(sock, iter([b"GET / HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (4 * BUDGET) + b"\r\n\r\n"]))
+
+
+def test_every_request_on_a_keep_alive_connection_has_the_budget(port: int) -> None:
+    with _connect(port) as sock:
+        half = b"GET / HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * (BUDGET // 2) + b"\r\n\r\n"
+        for _ in range(3):  # heads on one connection adding up to more than one budget: all fine
+            assert _ask(sock, half) == b"0"
+        _refused(sock, _endless_header())
+
+
+def test_a_head_just_under_the_budget_and_a_large_body_in_the_same_piece_are_answered(port: int) -> None:
+    # The budget counts the head only: a body that arrives with it (here 1 MB in one send) is no part of it.
+    head = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n"
+    padding = b"x-pad: " + b"a" * (BUDGET - len(head) - 200) + b"\r\n"
+    with _connect(port) as sock:
+        assert _ask(sock, head + padding + b"\r\n" + b"b" * 1_000_000) == b"1000000"
+
+
+def test_pipelined_requests_in_one_piece_are_all_answered(port: int) -> None:
+    request = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"
+    with _connect(port) as sock:
+        sock.sendall(request * 3)
+        data = b""
+        while data.count(b"HTTP/1.1 200 OK") < 3:  # (they may arrive in one piece: _response would drop two)
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {data!r}"
+            data += chunk
+        assert data.count(b"\r\n\r\n3") == 3
+
+
+def test_a_head_trickled_a_byte_at_a_time_is_answered(port: int) -> None:
+    # Every byte its own piece: the parser is fed whole lines, whatever the pieces.
+    with _connect(port) as sock:
+        for byte in b"GET / HTTP/1.1\r\nhost: x\r\nx-a: bcd\r\n":
+            sock.sendall(bytes([byte]))
+        assert _ask(sock, b"\r\n") == b"0"
+
+
+# --- the concurrency limit --------------------------------------------------------------------------
+
+
+def test_connections_that_send_nothing_hold_no_request_slot(limited_port: int) -> None:
+    silent = [_connect(limited_port) for _ in range(LIMIT * 10)]
+    try:
+        with _connect(limited_port) as sock:
+            assert _ask(sock, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n") == b"0"
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_idle_keep_alive_connections_hold_no_request_slot(limited_port: int) -> None:
+    idle = [_connect(limited_port) for _ in range(LIMIT * 3)]
+    try:
+        for sock in idle:
+            assert _ask(sock, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n") == b"0"
+        with _connect(limited_port) as sock:
+            assert _ask(sock, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n") == b"0"
+        for sock in idle:  # and they are still open, usable
+            assert _ask(sock, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n") == b"0"
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_requests_in_progress_past_the_limit_are_503(limited_port: int) -> None:
+    busy = [_connect(limited_port) for _ in range(LIMIT)]
+    try:
+        for sock in busy:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        time.sleep(HANDLER_SECONDS / 4)  # both handlers running
+        with _connect(limited_port) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            head, _ = _response(sock)
+            assert head.startswith(b"HTTP/1.1 503"), head
+        for sock in busy:
+            head, _ = _response(sock)
+            assert head.startswith(b"HTTP/1.1 200 OK"), head
+    finally:
+        for sock in busy:
+            sock.close()

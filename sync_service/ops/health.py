@@ -1,24 +1,35 @@
-"""GET /health/live and GET /health/ready."""
+"""GET (and HEAD) /health/live and /health/ready.
+
+HEAD answers as GET does, status and headers without the body: load balancers probe with it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import asyncpg
-from litestar import Response, get
+from litestar import HttpMethod, Response, route
 from litestar.datastructures import State
 
 from sync_service import sql
 from sync_service.database import is_unavailable
 from sync_service.ops.migrations import expected_migration_ids
 
+# One handler for both: uvicorn sends no body for HEAD, and the headers (content-length included) are
+# those GET would send, as RFC 9110 asks. (Litestar's `@head` handlers may not return a body at all.)
+_PROBE_METHODS = [HttpMethod.GET, HttpMethod.HEAD]
 
-@get("/live", summary="The process is up", security=[])
+
+@route("/live", http_method=_PROBE_METHODS, summary="The process is up", security=[])
 async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready", summary="Database reachable and schema at head; 503 naming the reason if not", security=[])
+@route(
+    "/ready",
+    http_method=_PROBE_METHODS,
+    summary="Database reachable and schema at head; 503 naming the reason if not",
+    security=[],
+)
 async def ready(state: State) -> Response[dict[str, Any]]:
     pool: asyncpg.Pool = state.pool
     try:
