@@ -137,7 +137,8 @@ def signed_headers(
     """Headers as Better Auth's hook sends them, signed by svix's own signer (one signature per secret)."""
     message_id = message_id or f"msg_{uuid.uuid4().hex}"
     when = timestamp or datetime.now(UTC)
-    signature = " ".join(Webhook(s).sign(message_id, when, body.decode()) for s in secrets)
+    # svix annotates `data` as str but signs bytes byte for byte, so non-UTF-8 bodies can be signed too.
+    signature = " ".join(Webhook(s).sign(message_id, when, body) for s in secrets)  # type: ignore[arg-type]
     return {
         f"{prefix}-id": message_id,
         f"{prefix}-timestamp": str(int(when.timestamp())),

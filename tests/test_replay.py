@@ -29,7 +29,16 @@ from sync_service.cli import _parser, main
 from sync_service.replay import sources as replay_sources
 from sync_service.replay.command import run
 from sync_service.replay.options import resolve
-from tests.support import SECRET, ServiceUnderTest, envelope, iso, make_settings, user_data
+from tests.support import (
+    SECRET,
+    ServiceUnderTest,
+    deliver,
+    envelope,
+    iso,
+    make_settings,
+    start_service,
+    user_data,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "better-auth-1.7.25-deliveries.jsonl"
@@ -656,3 +665,42 @@ async def _run(
         timeout=120,
         check=False,
     )
+
+
+# --- inbox rows replay can read -----------------------------------------------------------------------
+
+
+async def test_payload_postgresql_cannot_store_as_it_was_replays_from_the_inbox(
+    db: asyncpg.Connection, migrated_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A number beyond jsonb's range in a field we ignore: applied, its inbox copy a JSON object (the number
+    as a string of its text), which `replay --inbox` re-applies alike: a duplicate, not failed."""
+    data = user_data()
+    body = json.dumps(envelope(data)).replace(
+        '"emailVerified"', '"role": 1e999999, "big": 1e-999999, "emailVerified"'
+    )
+    with start_service(make_settings(migrated_database_url)) as service:
+        async with service.client() as client:
+            response = await deliver(client, body.encode(), message_id="msg_huge_number")
+    assert response.json() == {"status": "applied"}
+    stored = json.loads(await db.fetchval("SELECT payload::text FROM webhook_events"))
+    assert (stored["data"]["role"], stored["data"]["big"]) == ("1e999999", "1e-999999")
+    # A row as the service stored such payloads before: a JSON string of the body's text.
+    await db.execute(
+        "INSERT INTO webhook_events (message_id, event_type, user_id, received_at, status, payload)"
+        " VALUES ('msg_legacy', 'user.created', $1, now(), 'applied', to_jsonb($2::text))",
+        data["id"], body,
+    )  # fmt: skip
+    code, summary, _ = await replay(capsys, migrated_database_url, "--inbox", "--direct", "--keep-ids")
+    assert (code, outcomes(summary)) == (0, {"duplicate": 2})
+
+
+async def test_message_id_with_a_trailing_newline_is_refused_and_never_stored(
+    db: asyncpg.Connection, migrated_database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_lines(tmp_path / "e.jsonl", {"id": "msg_1\n", "payload": envelope(user_data())})
+    code, summary, err = await replay(capsys, migrated_database_url, str(source), "--direct", "--keep-ids")
+    assert (code, outcomes(summary)) == (1, {"failed": 1})
+    assert "webhook-id must be 1-255 visible ASCII characters" in err
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0

@@ -687,3 +687,111 @@ async def test_status_codes_never_include_410_or_500(
         ]
         answers.append(await client.post("/webhooks/better-auth", content=bodies[0]))
     assert [a.status_code for a in answers] == [200, 400, 200, 422, 401]
+
+
+# --- hostile text: bytes that are not UTF-8, values matched whole, email limits ---------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"type": "user.created", "data": {"name": "Zoë"}}'.encode("latin-1"),
+        b'{"type": "user.created", "data": "\xff\xfe"}',
+        b'{"type": "session.created", "extra": "\xc3\x28", "data": {}}',  # in a field nobody decodes
+        b'{"type": 5, "data": "\xed\xa0\x80"}',  # a surrogate encoded as UTF-8, after a wrong type
+    ],
+    ids=["latin-1", "invalid-bytes", "in-an-ignored-field", "after-a-wrong-type"],
+)
+async def test_signed_body_that_is_not_utf8_is_400(
+    service: ServiceUnderTest, db: asyncpg.Connection, body: bytes
+) -> None:
+    async with service.client() as client:
+        response = await client.post("/webhooks/better-auth", content=body, headers=signed_headers(body))
+    assert (response.status_code, response.json()["detail"]) == (400, "body is not UTF-8 JSON")
+    assert await _counts(db) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type": 5, "data": {"name": "\\ud800"}}',  # after a wrong type: the typed decoder stops early
+        b'{"type": 5, "data": 1e999999, "x": NaN}',
+        b'{"type": 5, "data": {}} trailing',
+    ],
+    ids=["lone-surrogate", "nan", "trailing-junk"],
+)
+async def test_wrong_shape_that_is_not_json_either_is_400(
+    service: ServiceUnderTest, db: asyncpg.Connection, body: bytes
+) -> None:
+    """The typed decoder stops at the first wrong value; what follows must still be JSON (a 422 is kept
+    in the inbox, so this was once stored as a JSON string, or refused by PostgreSQL)."""
+    async with service.client() as client:
+        response = await client.post("/webhooks/better-auth", content=body, headers=signed_headers(body))
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("body is not valid JSON")
+    assert await _counts(db) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"id": "7add488a-d920-479d-ba11-612a1390ddba\n"}, "data.id"),
+        ({"email": "alice@example.com\n"}, "data.email"),
+    ],
+    ids=["id", "email"],
+)
+async def test_a_trailing_newline_is_422_and_never_stored(
+    service: ServiceUnderTest, db: asyncpg.Connection, changes: dict[str, str], field: str
+) -> None:
+    data = {**user_data(created=NOW - timedelta(minutes=1)), **changes}
+    async with service.client() as client:
+        response = await deliver(client, envelope(data), message_id="msg_newline")
+    assert response.status_code == 422, response.text
+    assert response.json()["extra"]["field"] == field
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    event = await _inbox(db, "msg_newline")
+    assert event is not None
+    assert (event["status"], event["user_id"]) == ("rejected", None if field == "data.id" else data["id"])
+
+
+async def test_opaque_id_with_a_trailing_newline_is_422(
+    migrated_database_url: str, db: asyncpg.Connection
+) -> None:
+    data = user_data(user_id="1AJsC9tjCvQhaPByLqNsbmK6D3Kqenrv\n", created=NOW - timedelta(minutes=1))
+    with start_service(make_settings(migrated_database_url, USER_ID_FORMAT="opaque")) as running:
+        async with running.client() as client:
+            response = await deliver(client, envelope(data))
+    assert (response.status_code, response.json()["extra"]["field"]) == (422, "data.id")
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    assert await db.fetchval("SELECT count(*) FROM webhook_events WHERE user_id IS NOT NULL") == 0
+
+
+def _email(local: int, label: int = 7, labels: int = 1) -> str:
+    return "a" * local + "@" + ".".join(["b" * label] * labels) + ".com"
+
+
+@pytest.mark.parametrize(
+    ("email", "valid"),
+    [
+        (_email(64), True),
+        (_email(65), False),
+        (_email(10, label=63), True),
+        (_email(10, label=64), False),
+        (_email(64, label=60, labels=3) + "x" * 3, True),  # 64 + 1 + 182 + 4 + 3 = 254 characters
+        (_email(64, label=60, labels=3) + "x" * 4, False),  # 255
+    ],
+    ids=["local-64", "local-65", "label-63", "label-64", "total-254", "total-255"],
+)
+async def test_email_length_limits(
+    service: ServiceUnderTest, db: asyncpg.Connection, email: str, valid: bool
+) -> None:
+    assert len(email) in (254, 255) or not email.endswith("x"), len(email)
+    data = user_data(email=email, created=NOW - timedelta(minutes=1))
+    async with service.client() as client:
+        response = await deliver(client, envelope(data))
+    if valid:
+        assert response.json() == {"status": "applied"}, email
+        assert (await _user(db, data["id"])) is not None
+    else:
+        assert (response.status_code, response.json()["extra"]["field"]) == (422, "data.email"), email
+        assert await db.fetchval("SELECT count(*) FROM users") == 0

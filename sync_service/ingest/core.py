@@ -33,7 +33,8 @@ import asyncpg
 import msgspec
 
 from sync_service import sql
-from sync_service.ingest.records import Delivery, Outcome, UserRow, as_json_string
+from sync_service.ingest.payloads import UnstorablePayload, storable_payload
+from sync_service.ingest.records import Delivery, Outcome, UserRow
 
 
 class Result(msgspec.Struct, frozen=True, gc=False):
@@ -117,9 +118,13 @@ async def _apply_alone_after_failure(conn: asyncpg.Connection, delivery: Deliver
     """One delivery whose writes failed: find out why, and record that outcome instead.
 
     The payload itself may be what PostgreSQL refused (jsonb holds no number beyond its numeric range,
-    e.g. 1e999999, in a field we otherwise ignore), so it is first tried again with the payload kept as
-    a JSON string: the event still applies, as DESIGN wants for unknown fields."""
-    delivery = msgspec.structs.replace(delivery, payload=as_json_string(delivery.payload))
+    e.g. 1e999999, in a field we otherwise ignore), so it is first tried again with the payload
+    re-encoded as `payloads.storable_payload` does (still a JSON object that replay re-applies alike):
+    the event still applies, as DESIGN wants for unknown fields."""
+    try:
+        delivery = msgspec.structs.replace(delivery, payload=storable_payload(delivery.payload))
+    except UnstorablePayload as exc:  # nothing to record it with: refused, nothing written
+        return Result(Outcome.REJECTED, f"payload {exc}", "body")
     try:
         return (await _apply(conn, [delivery], None, ()))[0][0]
     except asyncpg.exceptions.ForeignKeyViolationError as exc:

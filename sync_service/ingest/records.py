@@ -73,13 +73,8 @@ class Delivery(msgspec.Struct, frozen=True, gc=False):
     event_type: str
     event_timestamp: datetime | None
     received_at: datetime
-    payload: str  # the JSON to store in the inbox (PostgreSQL-safe)
+    payload: str  # the JSON object to store in the inbox (jsonb-safe, see `ingest.payloads`)
     user_id: str | None
     user: UserRow | None = None
     rejection: Rejection | None = None
     deletion: Deletion | None = None
-
-
-def as_json_string(text: str) -> str:
-    """`text` as one JSON string value: storable in jsonb whatever it holds."""
-    return msgspec.json.encode(text).decode()

@@ -15,13 +15,13 @@ import asyncpg
 
 from sync_service import sql
 
-_AGE = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_AGE = re.compile(r"\s*([0-9]+)\s*([smhd])\s*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def parse_age(text: str) -> timedelta:
     """`90s`, `15m`, `12h`, `30d` -> a positive timedelta; ValueError otherwise."""
-    match = _AGE.match(text.lower())
+    match = _AGE.fullmatch(text.lower())
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"{text!r} is not an age like 30d, 12h, 15m or 90s")
     try:

@@ -238,14 +238,14 @@ def resolve(args: argparse.Namespace, settings: Settings) -> Options:
     )
 
 
-_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_RELATIVE = re.compile(r"([0-9]+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_when(text: str) -> datetime:
     """ISO 8601 (naive means UTC), a date (midnight UTC), or an age like 30m, 12h, 7d."""
     text = text.strip()
-    if match := _RELATIVE.match(text):
+    if match := _RELATIVE.fullmatch(text):
         return datetime.now(UTC) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     try:
         if len(text) == 10:

@@ -171,11 +171,20 @@ async def inbox_chunks(conn: asyncpg.Connection, where: InboxFilter) -> AsyncIte
             INBOX_PAGE_ROWS,
         )
         yield [
-            ReplayEvent(0, payload.encode(), message_id, user_id) for message_id, user_id, _, payload in rows
+            ReplayEvent(0, _inbox_payload(payload), message_id, user_id)
+            for message_id, user_id, _, payload in rows
         ]
         if len(rows) < INBOX_PAGE_ROWS:
             return
         cursor_id, cursor_at = rows[-1][0], rows[-1][2]
+
+
+def _inbox_payload(stored: str) -> bytes:
+    """An inbox row's payload as the sender's body. Rows written before `ingest.payloads` existed kept a
+    payload jsonb refused as a JSON string of the body's text: that text is the body."""
+    if stored[:1] == '"':
+        return msgspec.json.decode(stored, type=str).encode()
+    return stored.encode()
 
 
 async def count_inbox(conn: asyncpg.Connection, where: InboxFilter) -> int:

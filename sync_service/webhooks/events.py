@@ -1,8 +1,10 @@
 """Webhook payloads: the envelope Better Auth sends, decoded strictly, and the seed's validation rules.
 
 `parse_delivery` turns verified bytes into a `Delivery`: either a valid user event, an event type we
-do not handle, or a rejection naming the field and the reason. Only a body that is not a JSON object
-at all raises (`MalformedBody`, answered 400); everything else is an outcome the ingest core records.
+do not handle, or a rejection naming the field and the reason. Only a body that is not a UTF-8 JSON
+object at all raises (`MalformedBody`, answered 400); everything else is an outcome the ingest core
+records. Every pattern below is matched against the whole string (`fullmatch`: `$` would also match
+before a final newline).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import msgspec
 
 from sync_service.config import UserIdFormat
 from sync_service.errors import MalformedBody
-from sync_service.ingest.records import Deletion, Delivery, Rejection, UserRow, as_json_string
+from sync_service.ingest.payloads import UnstorablePayload, needs_rewrite, storable_payload
+from sync_service.ingest.records import Deletion, Delivery, Rejection, UserRow
 
 DELETED = "user.deleted"
 HANDLED_TYPES = frozenset({"user.created", "user.updated", DELETED})
@@ -23,13 +26,14 @@ HANDLED_TYPES = frozenset({"user.created", "user.updated", DELETED})
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 # zod's default email pattern (Better Auth validates emails with zod), so what Better Auth accepts,
-# we accept; plus RFC 5321's length limits.
+# we accept; plus RFC 5321's length limits (`_email_ok`).
 _EMAIL = re.compile(
-    r"^(?!\.)(?!.*\.\.)[A-Za-z0-9_'+\-.]*[A-Za-z0-9_+-]@(?:[A-Za-z0-9][A-Za-z0-9\-]*\.)+[A-Za-z]{2,}$"
+    r"(?!\.)(?!.*\.\.)[A-Za-z0-9_'+\-.]*[A-Za-z0-9_+-]@(?:[A-Za-z0-9][A-Za-z0-9\-]*\.)+[A-Za-z]{2,}"
 )
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_OPAQUE_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_MESSAGE_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_OPAQUE_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_MESSAGE_ID = re.compile(r"[\x21-\x7e]{1,255}")
+_EMAIL_MAX, _LOCAL_PART_MAX, _LABEL_MAX = 254, 64, 63
 
 
 class Envelope(msgspec.Struct):
@@ -51,7 +55,7 @@ class UserData(msgspec.Struct, rename="camel"):
 
 
 def check_message_id(message_id: str) -> str:
-    if not _MESSAGE_ID.match(message_id):
+    if not _MESSAGE_ID.fullmatch(message_id):
         raise MalformedBody("webhook-id must be 1-255 visible ASCII characters")
     return message_id
 
@@ -66,6 +70,10 @@ def parse_delivery(
 ) -> Delivery:
     """Decode and validate one verified body. Raises `MalformedBody` only when it is not a JSON object."""
     received_at = received_at or datetime.now(UTC)
+    try:
+        text = body.decode()  # a signature proves who sent the bytes, not that they are text
+    except UnicodeDecodeError:
+        raise MalformedBody("body is not UTF-8 JSON") from None
     # `body[:1]` first: lstrip() copies the body, and nearly every body starts with its `{`.
     if body[:1] != b"{" and body.lstrip()[:1] != b"{":
         raise MalformedBody("body must be a JSON object")
@@ -74,8 +82,9 @@ def parse_delivery(
     except RecursionError:
         raise MalformedBody("body is nested too deeply") from None
     except msgspec.ValidationError as exc:
-        # Valid JSON object, wrong shape: kept in the inbox as rejected so operators can see it.
-        payload = _storable_payload(body)
+        # Wrong shape: kept in the inbox as rejected so operators can see it, if it is JSON at all (the
+        # typed decoder stops at the first wrong value, before it would see the rest).
+        payload = _checked_payload(text, rewrite=True)
         event_type = _loose_type(body)
         return Delivery(
             message_id, event_type, None, received_at, payload, None,
@@ -84,7 +93,7 @@ def parse_delivery(
     except msgspec.DecodeError as exc:
         raise MalformedBody(f"body is not valid JSON: {exc}") from None
 
-    payload = _storable_payload(body)
+    payload = _checked_payload(text, rewrite=needs_rewrite(text))
     if envelope.timestamp is not None and not _utc_representable(envelope.timestamp):
         return Delivery(
             message_id, _safe_type(envelope.type), None, received_at, payload, None,
@@ -107,7 +116,7 @@ def parse_delivery(
         )
 
     rejection = validate_user(data, user_id_format=user_id_format, clock_skew=clock_skew, now=received_at)
-    user_id = data.id if _storable(data.id) and len(data.id) <= 255 else None
+    user_id = data.id if _OPAQUE_ID.fullmatch(data.id) else None
     if rejection is not None:
         return Delivery(
             message_id, envelope.type, envelope.timestamp, received_at, payload, user_id, rejection=rejection
@@ -143,7 +152,8 @@ def _deletion(
         data, rejection = _DeletedUser(), _rejection_from(exc, prefix="$.data")
     else:
         rejection = _id_rejection(data.id, user_id_format)
-    user_id = data.id if isinstance(data.id, str) and _storable(data.id) and len(data.id) <= 255 else None
+    # Kept (and erased by) only when it looks like an id at all, as for writes: never free text.
+    user_id = data.id if isinstance(data.id, str) and _OPAQUE_ID.fullmatch(data.id) else None
     erased: dict[str, Any] = {
         "type": DELETED,
         "timestamp": msgspec.json.decode(body, type=_Timestamp).timestamp,
@@ -155,11 +165,8 @@ def _deletion(
             message_id, DELETED, envelope.timestamp, received_at, payload, user_id, rejection=rejection
         )
     assert user_id is not None  # a valid id is a storable one
-    email = (
-        data.email
-        if isinstance(data.email, str) and _storable(data.email) and len(data.email) <= 320
-        else None
-    )
+    # Only to find inbox rows without a user id that carry it: an address the service could have stored.
+    email = data.email if isinstance(data.email, str) and _email_ok(data.email) else None
     return Delivery(
         message_id, DELETED, envelope.timestamp, received_at, payload, user_id,
         deletion=Deletion(user_id, email),
@@ -167,7 +174,7 @@ def _deletion(
 
 
 def _id_rejection(user_id: object, user_id_format: UserIdFormat) -> Rejection | None:
-    """The seed's id rule (USER_ID_FORMAT), for a deletion, whose other fields are not checked."""
+    """The seed's id rule (USER_ID_FORMAT): the one check a deletion shares with a write."""
     if not isinstance(user_id, str):
         return Rejection("data.id", "is required and must be a string")
     if user_id_format == "uuid":
@@ -184,14 +191,9 @@ def validate_user(
     data: UserData, *, user_id_format: UserIdFormat, clock_skew: timedelta, now: datetime
 ) -> Rejection | None:
     """The seed's rules, plus what PostgreSQL cannot store. Returns the first problem found."""
-    if user_id_format == "uuid":
-        if not _UUID.match(data.id):
-            return Rejection("data.id", "must be a UUID (USER_ID_FORMAT=uuid)")
-    elif not _OPAQUE_ID.match(data.id):
-        return Rejection(
-            "data.id", "must be 1-255 characters of A-Z, a-z, 0-9, _ or - (USER_ID_FORMAT=opaque)"
-        )
-    if len(data.email) > 254 or not _EMAIL.match(data.email):
+    if (rejection := _id_rejection(data.id, user_id_format)) is not None:
+        return rejection
+    if not _email_ok(data.email):
         return Rejection("data.email", "is not a valid email address")
     for field, moment in (("data.createdAt", data.created_at), ("data.updatedAt", data.updated_at)):
         if not _utc_representable(moment):
@@ -205,6 +207,13 @@ def validate_user(
         if value is not None and not _storable(value):
             return Rejection(field, "contains a NUL character, which PostgreSQL cannot store")
     return None
+
+
+def _email_ok(email: str) -> bool:
+    if len(email) > _EMAIL_MAX or not _EMAIL.fullmatch(email):
+        return False
+    local, _, domain = email.rpartition("@")
+    return len(local) <= _LOCAL_PART_MAX and all(len(label) <= _LABEL_MAX for label in domain.split("."))
 
 
 def _storable(text: str) -> bool:
@@ -222,30 +231,17 @@ def _utc_representable(moment: datetime) -> bool:
     return True
 
 
-def _storable_payload(body: bytes) -> str:
-    """The body as text for a jsonb column. jsonb cannot hold \\u0000, so such payloads are re-encoded
-    with NULs replaced (the inbox still shows what arrived); one that cannot be re-encoded either is kept
-    as a JSON string holding the body's text."""
-    text = body.decode()
-    if "\\u0000" not in text and "\\U0000" not in text:
+def _checked_payload(text: str, *, rewrite: bool) -> str:
+    """The body as the inbox stores it (see `ingest.payloads`): as it came unless `rewrite`."""
+    if not rewrite:
         return text
     try:
-        return msgspec.json.encode(_replace_nul(msgspec.json.decode(body))).decode()
-    except (msgspec.DecodeError, RecursionError):
-        return as_json_string(text)
+        return storable_payload(text)
+    except UnstorablePayload as exc:
+        raise MalformedBody(f"body {exc}") from None
 
 
-def _replace_nul(value: object) -> object:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, list):
-        return [_replace_nul(v) for v in value]
-    if isinstance(value, dict):
-        return {_replace_nul(k): _replace_nul(v) for k, v in value.items()}
-    return value
-
-
-_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]*)`$")
+_MISSING_FIELD = re.compile(r"Object missing required field `([^`]*)`")
 
 
 def _rejection_from(exc: msgspec.ValidationError, *, prefix: str) -> Rejection:
@@ -255,7 +251,7 @@ def _rejection_from(exc: msgspec.ValidationError, *, prefix: str) -> Rejection:
     if not reason:
         reason, path = str(exc), "$`"
     path = prefix + path.rstrip("`").removeprefix("$")
-    if missing := _MISSING_FIELD.match(reason):
+    if missing := _MISSING_FIELD.fullmatch(reason):
         path, reason = f"{path}.{missing.group(1)}", "is required"
     else:
         reason = reason[:1].lower() + reason[1:]
@@ -281,4 +277,5 @@ def _loose_user_id(data: msgspec.Raw) -> str | None:
     except (msgspec.DecodeError, RecursionError):
         return None
     user_id = value.get("id") if isinstance(value, dict) else None
-    return user_id if isinstance(user_id, str) and _storable(user_id) and len(user_id) <= 255 else None
+    # Kept for operators' filters only when it looks like an id at all: never free text (PII, newlines).
+    return user_id if isinstance(user_id, str) and _OPAQUE_ID.fullmatch(user_id) else None

@@ -8,10 +8,12 @@ limit are 413; rejected input changes no `users` row.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -401,3 +403,79 @@ def test_rejected_retry_of_a_message_id_is_evaluated_again(fuzzed: Any) -> None:
     assert conn.execute("SELECT email FROM users WHERE id = %s", (payload["data"]["id"],)).fetchone() == (
         payload["data"]["email"],
     )
+
+
+# --- any signed bytes: no 5xx but 503, and a refusal stores nothing ----------------------------------
+
+_REAL_BODIES = tuple(
+    json.dumps(json.loads(line)["payload"]).encode()
+    for line in (Path(__file__).resolve().parents[1] / "fixtures" / "better-auth-1.7.25-deliveries.jsonl")
+    .read_text()
+    .splitlines()
+    if line.strip()
+)
+_ODD_ESCAPES = (
+    b"\\u0000", b"\\ud800", b"\\udfff", b"\\ud800\\u0041", b"\\ud83d\\ude00", b"\\n", b"\\u2028",
+    b"\\u001b[2J", b"\\\\", b"\\/", b"\\x41", b"\\U0001F600", b"\\",
+)  # fmt: skip
+
+
+@st.composite
+def hostile_bodies(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["random", "mutated-fixture", "escapes", "nested", "latin-1", "newlines"]))
+    if kind == "random":
+        return draw(st.binary(max_size=512))
+    body = draw(st.sampled_from(_REAL_BODIES))
+    if kind == "mutated-fixture":  # flip, insert or delete a few bytes of a genuine Better Auth body
+        data = bytearray(body)
+        for _ in range(draw(st.integers(1, 4))):
+            at = draw(st.integers(0, len(data) - 1))
+            action = draw(st.sampled_from(["flip", "insert", "delete"]))
+            if action == "flip":
+                data[at] = draw(st.integers(0, 255))
+            elif action == "insert":
+                data[at:at] = draw(st.binary(min_size=1, max_size=4))
+            else:
+                del data[at]
+        return bytes(data)
+    if kind == "latin-1":
+        return body.replace(b"Alice", "Zoë".encode("latin-1")).replace(b"Eve", b"\xe9\xe8")
+    if kind == "newlines":  # a whole-string rule's trailing newline, on each field that decides
+        field = draw(st.sampled_from([b'"id": "', b'"email": "', b'"type": "']))
+        head, sep, tail = body.partition(field)
+        end = tail.index(b'"')
+        return head + sep + tail[:end] + b"\\n" + tail[end:]
+    document = json.loads(body)
+    if kind == "nested":
+        depth = draw(st.sampled_from([10, 500, 990, 1_000, 5_000]))
+        document["data"]["role"] = "@@nest@@"
+        return json.dumps(document).encode().replace(b'"@@nest@@"', b"[" * depth + b"]" * depth)
+    field = draw(st.sampled_from(["name", "email", "id", "role"]))
+    document["data"][field] = "@@escape@@"
+    escape = draw(st.sampled_from(_ODD_ESCAPES))
+    return json.dumps(document).encode().replace(b"@@escape@@", b"a" + escape + b"b")
+
+
+@fuzz_settings(ci_examples=120)
+@given(body=hostile_bodies())
+def test_no_signed_bytes_reach_a_5xx_and_refusals_store_nothing(fuzzed: Any, body: bytes) -> None:
+    """DESIGN: never a 5xx but 503 for anything a sender can sign; a 4xx changes no user; a 400/401/413
+    leaves no inbox row; a 422/409 one only as rejected/conflict, with no free text as its user id."""
+    _, client, conn = fuzzed
+    message_id = f"msg_{uuid.uuid4().hex}"
+    note(f"body={body[:300]!r}")
+    before = users_snapshot(conn)
+    response = client.post(URL, content=body, headers=sign(body, message_id=message_id))
+    assert response.status_code < 500 or response.status_code == 503, (response.status_code, response.text)
+    if response.status_code < 400:
+        return
+    assert users_snapshot(conn) == before, "a refused delivery changed the users table"
+    row = conn.execute(
+        "SELECT status, user_id, jsonb_typeof(payload) FROM webhook_events WHERE message_id = %s",
+        (message_id,),
+    ).fetchone()
+    if response.status_code in (409, 422):
+        assert row is None or (row[0] in ("rejected", "conflict") and row[2] == "object"), row
+        assert row is None or row[1] is None or re.fullmatch(r"[A-Za-z0-9_-]{1,255}", row[1]), row
+    else:
+        assert row is None, (response.status_code, row)
