@@ -201,7 +201,7 @@ async def test_every_forged_token_is_401_invalid_token(
             "empty bearer": {"Authorization": "Bearer"},
             "lower-case scheme, junk": {"Authorization": "bearer junk"},
             "token and more": {"Authorization": f"Bearer {token_for(keys['EdDSA'], jwks, user)} extra"},
-            "huge header (64 KiB)": {"Authorization": "Bearer " + "A" * 65_536},
+            "large header (16 KiB)": {"Authorization": "Bearer " + "A" * 16_384},
         }
         for name, headers in malformed.items():
             response = await client.get("/users/me", headers=headers)
