@@ -19,6 +19,15 @@ from sync_service.errors import ConfigError
 
 UserIdFormat = Literal["uuid", "opaque"]
 
+# Every id the service can store, whatever USER_ID_FORMAT says (a UUID is one of them): Better Auth's ids.
+# The webhook side stores no other; the read side answers 404 for any other without asking PostgreSQL.
+STORABLE_USER_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def is_storable_user_id(text: str) -> bool:
+    return STORABLE_USER_ID.fullmatch(text) is not None
+
+
 DEFAULT_JWT_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 SUPPORTED_JWT_ALGORITHMS = frozenset(
     {"EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
@@ -227,19 +236,33 @@ def parse_database_url(url: str, env: Mapping[str, str]) -> DatabaseSettings:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs and reports."""
+    """The URL for logs and reports: the password and every query value masked, but for the connection
+    parameters that are never secret (`sslmode=require` still tells an operator something)."""
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = quote(unquote(parts.username or ""), safe="")
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = quote(unquote(parts.username or ""), safe="")
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{user}:***@{host}" + (f":{port}" if port else "")
+    query = urlencode(
+        [(key, value if key in _PLAIN_QUERY_KEYS else "***")
+         for key, value in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="*/",
+    )  # fmt: skip
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+# Query parameters shown as they are in redacted URLs (libpq's and asyncpg's non-secret ones).
+_PLAIN_QUERY_KEYS = frozenset(
+    {"sslmode", "host", "port", "dbname", "connect_timeout", "application_name", "channel_binding",
+     "target_session_attrs", "pgbouncer", "sslrootcert"}
+)  # fmt: skip
 
 
 def _default_data_dir() -> str:

@@ -221,7 +221,7 @@ class JwksServer:
                     owner.requests += 1
                 if owner.delay:
                     time.sleep(owner.delay)
-                if self.path != JWKS_PATH:
+                if self.path.split("?", 1)[0] != JWKS_PATH:  # a query (credentials in tests) is ignored
                     self.send_error(404)
                     return
                 body = owner.body if owner.body is not None else json.dumps({"keys": owner.keys}).encode()

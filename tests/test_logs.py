@@ -159,3 +159,46 @@ async def test_logged_database_errors_do_not_carry_row_values(
     assert EMAIL not in text  # ...the log line does not
     assert "UniqueViolationError" in text
     assert "withheld from logs" in text
+
+
+async def test_credentials_in_the_jwks_url_reach_no_log_line(
+    capsys: pytest.CaptureFixture[str], migrated_database_url: str
+) -> None:
+    """A JWKS URL with a password and a token in its query, a real fetch at DEBUG: neither is printed by
+    our lines (redacted) nor by httpx's own (quieted)."""
+    from sync_service.config import redact_url
+    from sync_service.ops.logs import configure_logging
+    from tests.jwks_server import JwksServer, SigningKey, better_auth_claims, running
+    from tests.support import make_settings, start_service
+
+    key = SigningKey.generate("EdDSA")
+    server = JwksServer()
+    server.serve(key)
+    password, token_secret = "jwks-password-canary-3d1f", "jwks-query-canary-8e2a"
+    url = (
+        f"http://reader:{password}@127.0.0.1:{server.port}/api/auth/jwks?token={token_secret}&sslmode=require"
+    )
+    assert redact_url(url) == (
+        f"http://reader:***@127.0.0.1:{server.port}/api/auth/jwks?token=***&sslmode=require"
+    )
+    previous = logging.getLogger().level
+    configure_logging("DEBUG", json=True)
+    try:
+        user = user_data()
+        settings = make_settings(
+            migrated_database_url, JWT_JWKS_URL=url, JWT_ISSUER=server.base_url, JWT_AUDIENCE=server.base_url
+        )
+        with running(server), start_service(settings) as service:
+            async with service.client() as client:
+                assert (await deliver(client, envelope(user))).status_code == 200
+                token = key.sign(better_auth_claims(user, issuer=server.base_url))
+                answer = await client.get("/users/me", headers={"authorization": f"Bearer {token}"})
+                assert answer.status_code == 200, answer.text
+        assert server.requests >= 1  # the key set really was fetched through that URL
+    finally:
+        logging.getLogger().handlers[:] = []
+        logging.getLogger().setLevel(previous)
+    captured = capsys.readouterr().err
+    assert "JWKS fetched" in captured  # the lines were captured at all
+    assert password not in captured
+    assert token_secret not in captured

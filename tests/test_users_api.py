@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import random
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
@@ -558,3 +559,87 @@ async def test_odd_requests_are_never_500(
             response = await client.request(method, path, headers=headers)
             assert response.status_code < 500, (method, path, response.status_code)
     assert response.status_code == 401
+
+
+# --- subjects PostgreSQL cannot hold ------------------------------------------------------------------
+
+# Genuinely signed `sub`s that no stored user can have: each is 404 without a query (401 where the token
+# check already refuses it) (before this, a NUL or
+# a lone surrogate made the users query fail: 503, and 503 for every read that shared its batch).
+UNSTORABLE_SUBJECTS = {
+    "NUL": "abc\x00def",
+    "lone surrogate": "abc\ud800",
+    "trailing newline": str(uuid.uuid4()) + "\n",
+    "email": "alice@example.com",
+    "300 characters": "a" * 300,
+    "non-ASCII": "ünïcödé",
+}
+
+
+async def test_a_sub_no_user_can_have_is_404_and_fails_no_other_read(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], db: asyncpg.Connection
+) -> None:
+    genuine = [await synced_user(api) for _ in range(5)]
+    key = keys["EdDSA"]
+    hostile = {
+        name: token_for(key, jwks, {**genuine[0], "id": sub}) for name, sub in UNSTORABLE_SUBJECTS.items()
+    }
+    async with api.client() as client:
+        requests = [(user["id"], token_for(key, jwks, user)) for user in genuine * 16] + [
+            (name, token) for name, token in hostile.items() for _ in range(3)
+        ]
+        random.Random(7).shuffle(requests)
+        answers = await asyncio.gather(
+            *(client.get("/users/me", headers=bearer(token)) for _, token in requests)
+        )
+        for (who, _), answer in zip(requests, answers, strict=True):
+            if who in hostile:
+                assert answer.status_code in (401, 404), (who, answer.status_code, answer.text)
+            else:
+                assert answer.status_code == 200, (who, answer.status_code, answer.text)
+                assert answer.json()["id"] == who
+        # The same on /users/{id}, the path segment being the token's own (odd) sub.
+        for name, sub in UNSTORABLE_SUBJECTS.items():
+            if "\ud800" in sub:
+                continue  # a lone surrogate cannot be put in a URL at all
+            path = "/users/" + urllib.parse.quote(sub, safe="")
+            answer = await client.get(path, headers=bearer(hostile[name]))
+            assert answer.status_code in (401, 404), (name, answer.status_code)
+
+
+async def test_the_reader_isolates_an_id_postgresql_refuses(migrated_database_url: str) -> None:
+    """Even an id the routes would never send (NUL) fails only its own read, answered None (404)."""
+    from sync_service.database import create_pool
+    from sync_service.users.reader import UserReader
+
+    settings = make_settings(migrated_database_url)
+    assert settings.database is not None
+    pool = await create_pool(settings.database)
+    reader = UserReader(pool, acquire_timeout=5, command_timeout=5)
+    await reader.start()
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO users (id, email) VALUES ('u-1', 'u1@example.com'), ('u-2', 'u2@example.com')"
+            )
+        results = await asyncio.gather(
+            reader.submit("u-1"), reader.submit("bad\x00id"), reader.submit("u-2"), reader.submit("nobody")
+        )
+        assert [user.id if user else None for user in results] == ["u-1", None, "u-2", None]
+    finally:
+        await reader.close()
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM users WHERE id IN ('u-1', 'u-2')")
+        await pool.close()
+
+
+async def test_a_sub_no_user_can_have_is_answered_without_a_query(
+    api: ServiceUnderTest, jwks: JwksServer, keys: dict[str, SigningKey], migrated_database_url: str
+) -> None:
+    """With the users table locked, any query would wait: the 404 comes at once, so none was made."""
+    token = token_for(keys["EdDSA"], jwks, {**user_data(), "id": "abc\x00def"})
+    async with api.client() as client, users_locked(migrated_database_url):
+        started = time.monotonic()
+        answer = await client.get("/users/me", headers=bearer(token))
+        assert answer.status_code == 404
+        assert time.monotonic() - started < 2  # a query would have waited for the lock (then 503)

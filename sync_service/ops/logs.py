@@ -69,5 +69,9 @@ def configure_logging(level: str, *, json: bool | None = None) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # httpx and httpcore log every request with its full URL (a JWKS URL may carry credentials or a token
+    # in its query): our own lines say what was fetched, redacted, so theirs stay quiet at any level.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # yoyo narrates every migration step at INFO; `serve` and `migrate` print one line of their own.
     logging.getLogger("yoyo").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)

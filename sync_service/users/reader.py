@@ -71,7 +71,18 @@ class UserReader(Batcher[str, User | None]):
         )
 
     async def _apply(self, conn: asyncpg.Connection, items: Sequence[str]) -> list[User | None]:
-        return await fetch_users(conn, items)
+        try:
+            return await fetch_users(conn, items)
+        except _PER_ITEM_ERRORS:
+            if len(items) == 1:
+                return [None]  # the one id PostgreSQL refused names no user
+        # One id refused (the routes let none through that could be): the others are read on their own,
+        # so it never fails another's request; a real outage still fails them all (503).
+        return [(await self._apply(conn, [item]))[0] for item in items]
+
+
+# Errors an id's own value can cause (22xxx: text PostgreSQL refuses; 54xxx: too long for an index).
+_PER_ITEM_ERRORS = (asyncpg.exceptions.DataError, asyncpg.exceptions.ProgramLimitExceededError)
 
 
 async def fetch_users(conn: asyncpg.Connection, user_ids: Sequence[str]) -> list[User | None]:

@@ -16,6 +16,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from litestar.response.base import ASGIResponse
 
+from sync_service.config import is_storable_user_id
 from sync_service.users.reader import User, UserReader
 from sync_service.users.tokens import Principal
 
@@ -51,7 +52,7 @@ _RESPONSES = {
 
 @get("/me", summary="The user the bearer token belongs to", description=_RESPONSES_DOC, responses=_RESPONSES)
 async def me(request: Request[Principal, Any, Any]) -> ASGIResponse:
-    return _found(await _reader(request).submit(request.user.subject))
+    return await _read(request, request.user.subject)
 
 
 @get(
@@ -62,6 +63,14 @@ async def me(request: Request[Principal, Any, Any]) -> ASGIResponse:
 )
 async def by_id(request: Request[Principal, Any, Any], user_id: FromPath[str]) -> ASGIResponse:
     if user_id != request.user.subject:
+        raise NotFoundException(detail=_NOT_FOUND)
+    return await _read(request, user_id)
+
+
+async def _read(request: Request[Principal, Any, Any], user_id: str) -> ASGIResponse:
+    # A `sub` the service could never have stored (NUL, a lone surrogate, any text outside Better Auth's
+    # ids) names no user: 404 without a query, so nothing a token holder chooses reaches PostgreSQL.
+    if not is_storable_user_id(user_id):
         raise NotFoundException(detail=_NOT_FOUND)
     return _found(await _reader(request).submit(user_id))
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from sync_service.config import UserIdFormat
+from sync_service.config import STORABLE_USER_ID, UserIdFormat
 from sync_service.errors import MalformedBody
 from sync_service.ingest.payloads import UnstorablePayload, needs_rewrite, storable_payload
 from sync_service.ingest.records import Deletion, Delivery, Rejection, UserRow
@@ -31,7 +31,7 @@ _EMAIL = re.compile(
     r"(?!\.)(?!.*\.\.)[A-Za-z0-9_'+\-.]*[A-Za-z0-9_+-]@(?:[A-Za-z0-9][A-Za-z0-9\-]*\.)+[A-Za-z]{2,}"
 )
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_OPAQUE_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_OPAQUE_ID = STORABLE_USER_ID  # USER_ID_FORMAT=opaque: any id the service can store
 _MESSAGE_ID = re.compile(r"[\x21-\x7e]{1,255}")
 _EMAIL_MAX, _LOCAL_PART_MAX, _LABEL_MAX = 254, 64, 63
 
