@@ -287,8 +287,8 @@ def test_keep_alive_responses_arrive_whole_and_in_order(cli: ServedByCli) -> Non
     """Several requests on one connection, with bodies and without (HEAD: headers only, no body write
     at all), each answered with its own complete status line, headers and body."""
     requests = [
-        ("GET", "/health/live", 200), ("HEAD", "/health/live", 200), ("GET", "/nowhere", 404),
-        ("HEAD", "/nowhere", 404), ("GET", "/health/live", 200),
+        ("GET", "/health/live", 200), ("HEAD", "/health/live", 200), ("HEAD", URL, 405),
+        ("GET", "/nowhere", 404), ("HEAD", "/nowhere", 404), ("GET", "/health/live", 200),
     ]  # fmt: skip
     with httpx.Client(base_url=cli.base_url, timeout=10) as client:
         for method, path, expected in requests:
