@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
-        "--limit-concurrency", type=int, default=1000, help="connections and tasks at once; beyond it, 503"
+        "--limit-concurrency", type=int, default=1000, help="requests in progress at once; beyond it, 503"
     )
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations first")
     serve.set_defaults(handler=_serve)
