@@ -121,11 +121,8 @@ def _positive(text: str) -> int:
 
 
 def _migration_url(settings: Settings) -> str:
-    from sync_service.config import parse_database_url
-
-    override = os.environ.get("MIGRATIONS_DATABASE_URL", "").strip()
-    if override:
-        return parse_database_url(override, settings.environ).yoyo_url
+    if settings.migrations_database is not None:
+        return settings.migrations_database.yoyo_url
     if settings.database is None:
         raise ConfigError("DATABASE_URL", "is not set (only `serve` starts an embedded PostgreSQL)")
     return settings.database.yoyo_url

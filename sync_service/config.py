@@ -110,13 +110,22 @@ class Settings:
     ingest_timeout_seconds: float
     retry_after_seconds: int
     embedded_pg_dir: Path
-    environ: Mapping[str, str] = field(repr=False, default_factory=dict)
+    # MIGRATIONS_DATABASE_URL: a direct (non-PgBouncer) URL for migrations; None means DATABASE_URL's.
+    migrations_database: DatabaseSettings | None = None
+    better_auth_database_url: str | None = None  # BETTER_AUTH_DATABASE_URL, backfill's source
+    # The DB_* variables only (pool sizes, timeouts, statement cache: no secrets), so that another URL
+    # (the embedded server, backfill's source, replay's inbox) is parsed with the same rules.
+    database_tuning: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     def with_database(self, url: str) -> Settings:
         """The same settings pointed at another database (the embedded one, or a test's)."""
         from dataclasses import replace
 
-        return replace(self, database=parse_database_url(url, self.environ))
+        return replace(self, database=self.parse_database_url(url))
+
+    def parse_database_url(self, url: str, variable: str = "DATABASE_URL") -> DatabaseSettings:
+        """`url` with this configuration's pool and timeout rules; errors name `variable`."""
+        return parse_database_url(url, self.database_tuning, variable=variable)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -136,6 +145,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     # is the best guess; never None, so issuer and audience are always checked.
     origin = _origin(better_auth_url) if better_auth_url else (_origin(jwks_url) if jwks_url else None)
     database_url = env.get("DATABASE_URL", "").strip()
+    migrations_url = env.get("MIGRATIONS_DATABASE_URL", "").strip()
+    tuning = {key: value for key, value in env.items() if key.startswith("DB_")}
     return Settings(
         database=parse_database_url(database_url, env) if database_url else None,
         webhook_secrets=parse_webhook_secrets(env.get("WEBHOOK_SECRET", "")),
@@ -162,7 +173,13 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         ingest_timeout_seconds=_float(env, "INGEST_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=60),
         retry_after_seconds=_int(env, "RETRY_AFTER_SECONDS", 5, minimum=1, maximum=3600),
         embedded_pg_dir=Path(env.get("EMBEDDED_PG_DIR", "").strip() or _default_data_dir()).expanduser(),
-        environ=env,
+        migrations_database=(
+            parse_database_url(migrations_url, tuning, variable="MIGRATIONS_DATABASE_URL")
+            if migrations_url
+            else None
+        ),
+        better_auth_database_url=env.get("BETTER_AUTH_DATABASE_URL", "").strip() or None,
+        database_tuning=tuning,
     )
 
 
@@ -187,31 +204,32 @@ def parse_webhook_secrets(raw: str) -> tuple[bytes, ...]:
     return tuple(secrets)
 
 
-def parse_database_url(url: str, env: Mapping[str, str]) -> DatabaseSettings:
-    """Normalise DATABASE_URL for asyncpg and for yoyo, honouring sslmode and PgBouncer."""
+def parse_database_url(
+    url: str, env: Mapping[str, str], *, variable: str = "DATABASE_URL"
+) -> DatabaseSettings:
+    """Normalise a database URL for asyncpg and for yoyo, honouring sslmode and PgBouncer; errors name
+    `variable` (the one to fix)."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise ConfigError("DATABASE_URL", "is not a valid URL") from None
+        raise ConfigError(variable, "is not a valid URL") from None
     scheme = parts.scheme.lower()
     if scheme not in _ACCEPTED_SCHEMES:
-        raise ConfigError(
-            "DATABASE_URL", "must start with postgresql://, postgres:// or postgresql+asyncpg://"
-        )
+        raise ConfigError(variable, "must start with postgresql://, postgres:// or postgresql+asyncpg://")
     if not parts.hostname and "host" not in dict(parse_qsl(parts.query)):
-        raise ConfigError("DATABASE_URL", "has no host")
+        raise ConfigError(variable, "has no host")
     query = parse_qsl(parts.query, keep_blank_values=True)
     params = dict(query)
     sslmode = params.get("sslmode")
     if sslmode is not None and sslmode not in _SSLMODES:
-        raise ConfigError("DATABASE_URL", f"sslmode must be one of {', '.join(sorted(_SSLMODES))}")
+        raise ConfigError(variable, f"sslmode must be one of {', '.join(sorted(_SSLMODES))}")
     connect_timeout = _float(env, "DB_CONNECT_TIMEOUT", 10.0, minimum=0.1, maximum=300)
     if "connect_timeout" in params:
         try:
             connect_timeout = max(float(params["connect_timeout"]), 0.1)
         except ValueError:
-            raise ConfigError("DATABASE_URL", "connect_timeout must be a number of seconds") from None
+            raise ConfigError(variable, "connect_timeout must be a number of seconds") from None
 
     asyncpg_query = urlencode([(k, v) for k, v in query if k not in _LIBPQ_ONLY_PARAMS])
     asyncpg_dsn = urlunsplit(("postgresql", parts.netloc, parts.path, asyncpg_query, ""))

@@ -6,6 +6,8 @@ import base64
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +184,76 @@ def test_serve_refuses_to_start_with_a_mistyped_secret(tmp_path) -> None:  # typ
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("sync-service: WEBHOOK_SECRET:")
     assert "whsec_abc" not in result.stderr
+
+
+# Every variable config.py reads, a value different from its default, and where it shows in Settings.
+_DB = "postgresql://postgres@db.example.com:5432/app"
+_FROM_DOTENV: dict[str, tuple[str, Any]] = {
+    "DATABASE_URL": (_DB, lambda s: s.database.url),
+    "MIGRATIONS_DATABASE_URL": (
+        "postgresql://postgres@direct.example.com/app",
+        lambda s: s.migrations_database.url,
+    ),
+    "BETTER_AUTH_DATABASE_URL": (
+        "postgresql://auth@auth.example.com/ba",
+        lambda s: s.better_auth_database_url,
+    ),
+    "DB_POOL_SIZE": ("3", lambda s: str(s.database.pool_size)),
+    "DB_MAX_OVERFLOW": ("7", lambda s: str(s.database.max_overflow)),
+    "DB_POOL_RECYCLE": ("77", lambda s: f"{s.database.pool_recycle:g}"),
+    "DB_STATEMENT_CACHE": ("off", lambda s: "off" if not s.database.statement_cache else "on"),
+    "DB_CONNECT_TIMEOUT": ("4", lambda s: f"{s.database.connect_timeout:g}"),
+    "DB_ACQUIRE_TIMEOUT": ("2", lambda s: f"{s.database.acquire_timeout:g}"),
+    "DB_COMMAND_TIMEOUT": ("3", lambda s: f"{s.database.command_timeout:g}"),
+    "WEBHOOK_SECRET": (
+        "whsec_QDyi+na7I5taWmuHuY4vhIazBdiBX23MChMBBBIrTXg=",
+        lambda s: "whsec_" + base64.b64encode(s.webhook_secrets[0]).decode(),
+    ),
+    "WEBHOOK_MAX_BODY_BYTES": ("4096", lambda s: str(s.webhook_max_body_bytes)),
+    "WEBHOOK_CLOCK_SKEW_SECONDS": ("12", lambda s: f"{s.webhook_clock_skew_seconds:g}"),
+    "USER_ID_FORMAT": ("opaque", lambda s: s.user_id_format),
+    "BETTER_AUTH_URL": ("https://auth.example.com", lambda s: s.better_auth_url),
+    "JWT_JWKS_URL": ("https://keys.example.com/jwks", lambda s: s.jwt_jwks_url),
+    "JWT_ISSUER": ("https://issuer.example.com", lambda s: s.jwt_issuer),
+    "JWT_AUDIENCE": ("https://aud.example.com", lambda s: s.jwt_audience),
+    "JWT_ALGORITHMS": ("ES256", lambda s: " ".join(s.jwt_algorithms)),
+    "JWT_LEEWAY_SECONDS": ("5", lambda s: f"{s.jwt_leeway_seconds:g}"),
+    "JWT_JWKS_COOLDOWN_SECONDS": ("9", lambda s: f"{s.jwt_jwks_cooldown_seconds:g}"),
+    "JWT_JWKS_MAX_AGE_SECONDS": ("99", lambda s: f"{s.jwt_jwks_max_age_seconds:g}"),
+    "CORS_ALLOW_ORIGINS": ("https://app.example.com", lambda s: " ".join(s.cors_allow_origins)),
+    "LOG_LEVEL": ("DEBUG", lambda s: s.log_level),
+    "INGEST_BATCH_SIZE": ("17", lambda s: str(s.ingest_batch_size)),
+    "INGEST_QUEUE_SIZE": ("170", lambda s: str(s.ingest_queue_size)),
+    "INGEST_WRITERS": ("2", lambda s: str(s.ingest_writers)),
+    "INGEST_TIMEOUT_SECONDS": ("2.5", lambda s: f"{s.ingest_timeout_seconds:g}"),
+    "RETRY_AFTER_SECONDS": ("8", lambda s: str(s.retry_after_seconds)),
+    "EMBEDDED_PG_DIR": ("/srv/sync-service-dotenv-pg", lambda s: str(s.embedded_pg_dir)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FROM_DOTENV))
+def test_every_variable_takes_effect_from_dotenv_alone(name: str, tmp_path: Path) -> None:
+    value, shown = _FROM_DOTENV[name]
+    env_file = tmp_path / ".env"
+    # DATABASE_URL in the file too, so the DB_* variables have a database to apply to.
+    env_file.write_text(f"DATABASE_URL={_DB}\n{name}={value}\n")
+    settings = load_settings(environ={}, env_file=env_file)
+    assert shown(settings) == value
+
+
+def test_migrations_use_migrations_database_url_from_dotenv(tmp_path: Path) -> None:
+    from sync_service.cli import _migration_url
+
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        f"DATABASE_URL={_DB}\nMIGRATIONS_DATABASE_URL=postgresql://postgres@direct.example.com/app\n"
+    )
+    assert "direct.example.com" in _migration_url(load_settings(environ={}, env_file=env_file))
+
+
+def test_settings_keep_no_copy_of_the_environment() -> None:
+    environ = {"WEBHOOK_SECRET": "whsec_wEI3M3vAYjZHYziLgtZJruB7Kml+T+AS", "SOME_TOKEN": "canary",
+               "DB_POOL_SIZE": "3"}  # fmt: skip
+    settings = load_settings(environ=environ, env_file=None)
+    assert not hasattr(settings, "environ")
+    assert dict(settings.database_tuning) == {"DB_POOL_SIZE": "3"}

@@ -6,12 +6,11 @@ Kept apart from the backfill machinery so that building the CLI parser imports n
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sync_service.config import DatabaseSettings, Settings, UserIdFormat, parse_database_url
+from sync_service.config import DatabaseSettings, Settings, UserIdFormat
 from sync_service.errors import ConfigError
 
 SOURCE_URL_VARIABLE = "BETTER_AUTH_DATABASE_URL"
@@ -88,11 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve(args: argparse.Namespace, settings: Settings) -> BackfillOptions:
-    url = (args.better_auth_database_url or os.environ.get(SOURCE_URL_VARIABLE, "")).strip()
+    url = (args.better_auth_database_url or settings.better_auth_database_url or "").strip()
     if not url:
         raise ConfigError("--better-auth-database-url", f"is required (or set {SOURCE_URL_VARIABLE})")
     try:
-        source = parse_database_url(url, settings.environ)
+        source = settings.parse_database_url(url, SOURCE_URL_VARIABLE)
     except ConfigError as exc:
         raise ConfigError("--better-auth-database-url", exc.problem) from None
     if settings.database is None:

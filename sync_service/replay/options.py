@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sync_service.config import DatabaseSettings, Settings, UserIdFormat, parse_database_url
+from sync_service.config import DatabaseSettings, Settings, UserIdFormat
 from sync_service.errors import ConfigError
 
 DESCRIPTION = """\
@@ -208,7 +208,7 @@ def resolve(args: argparse.Namespace, settings: Settings) -> Options:
     inbox_filter: InboxFilter | None = None
     if args.inbox:
         if args.inbox_database_url:
-            inbox_database = parse_database_url(args.inbox_database_url, settings.environ)
+            inbox_database = settings.parse_database_url(args.inbox_database_url, "--inbox-database-url")
         elif settings.database is not None:
             inbox_database = settings.database
         else:
