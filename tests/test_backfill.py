@@ -12,6 +12,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from sync_service.backfill.command import run
 from sync_service.backfill.options import resolve
 from sync_service.cli import _parser
-from tests.databases import connected, unreachable_database_url
+from tests.databases import connected, unreachable_database_url, with_database
 from tests.support import ServiceUnderTest, deliver, envelope, make_settings, user_data
 
 # What Better Auth 1.7's own migrations create on PostgreSQL (generateId: "uuid" gives a uuid id).
@@ -209,16 +210,18 @@ async def _seed_ours(
     capsys: pytest.CaptureFixture[str], ours: str, server_db: str, rows: list[dict[str, Any]]
 ) -> None:
     """Put `rows` in our users table through a backfill from a source of their own."""
-    seed = server_db + "_seed"
+    # (A URL may carry its socket folder in the query, as the embedded server's does: name, then URL.)
+    seed_name = urlsplit(server_db).path.lstrip("/") + "_seed"
+    seed = with_database(server_db, seed_name)
     async with connected(server_db) as conn:
-        await conn.execute(f'CREATE DATABASE "{seed.rsplit("/", 1)[1]}"')
+        await conn.execute(f'CREATE DATABASE "{seed_name}"')
     try:
         await make_source(seed, rows)
         code, _, err = await backfill(capsys, ours, seed)
         assert code == 0, err
     finally:
         async with connected(server_db) as conn:
-            await conn.execute(f'DROP DATABASE "{seed.rsplit("/", 1)[1]}" WITH (FORCE)')
+            await conn.execute(f'DROP DATABASE "{seed_name}" WITH (FORCE)')
 
 
 async def test_extra_users_are_found_across_many_pages_on_both_sides(
