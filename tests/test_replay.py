@@ -203,7 +203,33 @@ async def test_malformed_lines_are_reported_by_number_and_the_run_goes_on(
     assert "line 5: failed: id must be a string" in err
     assert "line 6: failed: payload must be a JSON object" in err
     assert set(await users(db)) == {u["id"] for u in good}
-    assert failed_out.read_text() == ""  # lines that are not events cannot be re-run
+    # Every line that did not go through is in the re-run file as it was read, in input order.
+    source_lines = source.read_text().splitlines()
+    assert failed_out.read_text().splitlines() == [source_lines[i] for i in (1, 3, 4, 5)]
+
+
+async def test_hostile_lines_are_reported_escaped_and_the_valid_ones_of_their_chunk_apply(
+    db: asyncpg.Connection, migrated_database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = [user_data() for _ in range(2)]
+    deep = "[" * 100_000
+    source = write_lines(
+        tmp_path / "events.jsonl",
+        envelope(good[0]),
+        '{"x": ' + deep,
+        {"id": "evil\n\u001b[31mred", "payload": envelope(user_data(email="not an email"))},
+        envelope(good[1]),
+    )
+    failed_out = tmp_path / "failed.jsonl"
+    code, summary, err = await replay(
+        capsys, migrated_database_url, str(source), "--direct", "--keep-ids", "--failed-out", str(failed_out)
+    )
+    assert code == 1
+    assert set(await users(db)) == {u["id"] for u in good}  # the deep line did not stop its chunk
+    assert outcomes(summary) == {"applied": 2, "failed": 2}  # the hostile id is no message id either
+    assert "\x1b" not in err  # no escape sequence reaches the terminal
+    assert "id evil\\n\\x1b[31mred" in err  # shown escaped, on one line
+    assert len(failed_out.read_text().splitlines()) == 2
 
 
 # --- failed-out round trip -------------------------------------------------------------------------

@@ -126,8 +126,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output = parser.add_argument_group("output")
     output.add_argument(
         "--failed-out", metavar="FILE",
-        help="write the events not done (rejected, conflict, failed) here as JSON Lines, to re-run with "
-        "the same command; *.gz is gzipped",
+        help="write everything that did not go through here, to re-run with the same command: the events "
+        "not done (rejected, conflict, failed) as JSON Lines, and every input line that was not an event "
+        "at all exactly as it was read; *.gz is gzipped",
     )  # fmt: skip
     output.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 

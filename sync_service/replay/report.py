@@ -35,9 +35,19 @@ class Problem:
     status: int | None = None
 
     def as_text(self) -> str:
-        where = self.position + (f" (id {self.message_id})" if self.message_id else "")
+        # Ids and details can be the sender's text: escaped, so a newline cannot split the report line
+        # and no terminal escape sequence reaches the operator's terminal.
+        where = self.position + (f" (id {printable(self.message_id)})" if self.message_id else "")
         status = f" HTTP {self.status}" if self.status is not None else ""
-        return f"{where}: {self.outcome}{status}" + (f": {self.detail}" if self.detail else "")
+        return f"{where}: {self.outcome}{status}" + (f": {printable(self.detail)}" if self.detail else "")
+
+
+def printable(text: str) -> str:
+    """`text` with every non-printable character (controls, ESC, line breaks, lone surrogates) escaped as
+    Python would write it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class FailedOut:
@@ -58,6 +68,11 @@ class FailedOut:
         event_id = event.original_id or message_id
         head = b'{"id":' + msgspec.json.encode(event_id) + b',"payload":' if event_id else b'{"payload":'
         self._file.write(head + event.payload + b"}\n")
+        self.count += 1
+
+    def write_raw(self, line: bytes) -> None:
+        """An input line that was not an event at all, as it was read: the re-run reports it again."""
+        self._file.write(line + b"\n")
         self.count += 1
 
     def close(self) -> None:
@@ -134,6 +149,8 @@ class Report:
     def invalid(self, line: InvalidLine) -> None:
         self.counts["failed"] += 1
         self.invalid_lines += 1
+        if self.failed_out is not None:
+            self.failed_out.write_raw(line.raw)
         self._problem(Problem(line.position, "failed", line.reason))
         self._tick()
 

@@ -45,6 +45,7 @@ class ReplayEvent(NamedTuple):
 class InvalidLine:
     line: int
     reason: str
+    raw: bytes = b""  # the line as it was read, for --failed-out (a re-run file must drop nothing)
 
     @property
     def position(self) -> str:
@@ -74,21 +75,24 @@ def parse_line(number: int, line: bytes) -> SourceItem | None:
     text = line.strip()
     if not text:
         return None
+    raw = line.rstrip(b"\r\n")
     if text[:1] != b"{":
-        return InvalidLine(number, "not a JSON object")
+        return InvalidLine(number, "not a JSON object", raw)
     try:
         shape = msgspec.json.decode(text, type=_LineShape)
     except msgspec.DecodeError as exc:
-        return InvalidLine(number, f"not valid JSON ({exc})")
+        return InvalidLine(number, f"not valid JSON ({exc})", raw)
+    except RecursionError:
+        return InvalidLine(number, "nested too deeply", raw)
     if not shape.payload:
         return ReplayEvent(number, text)
     payload = bytes(shape.payload)
     if payload[:1] != b"{":
-        return InvalidLine(number, "payload must be a JSON object")
+        return InvalidLine(number, "payload must be a JSON object", raw)
     try:
         original_id = msgspec.json.decode(shape.id, type=str | None)
     except msgspec.ValidationError:
-        return InvalidLine(number, "id must be a string")
+        return InvalidLine(number, "id must be a string", raw)
     return ReplayEvent(number, payload, original_id)
 
 
@@ -98,7 +102,7 @@ def user_id_of(event: ReplayEvent) -> str | None:
         return event.user_id
     try:
         data = _decode_user_id(event.payload).data  # one pass; everything but data.id is skipped
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     return data.id if data is not None else None
 
