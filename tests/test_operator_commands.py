@@ -204,6 +204,7 @@ def test_check_config_reports_each_failure(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], jwks_server: str
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", unreachable_database_url())
+    monkeypatch.setenv("MIGRATIONS_DATABASE_URL", unreachable_database_url())
     monkeypatch.setenv("DB_CONNECT_TIMEOUT", "2")
     monkeypatch.setenv("JWT_JWKS_URL", f"{jwks_server}/wrong/path")
     monkeypatch.setenv("JWT_ISSUER", "http://issuer.example")
@@ -214,9 +215,15 @@ def test_check_config_reports_each_failure(
     report = _report_lines(output)
     assert report["database"][0] == "FAIL"
     assert "cannot connect" in report["database"][1]
+    # Each FAIL line names the variable to fix.
+    assert report["database"][1].endswith("[check DATABASE_URL]")
+    assert report["migrations_db"][0] == "FAIL"
+    assert report["migrations_db"][1].endswith("[check MIGRATIONS_DATABASE_URL]")
     assert "migrations" not in report
-    assert report["jwks"] == ("FAIL", f"{jwks_server}/wrong/path: HTTP 404")
-    assert output.strip().splitlines()[-1] == "result: 2 failed"
+    assert report["jwks"] == (
+        "FAIL", f"{jwks_server}/wrong/path: HTTP 404  [check BETTER_AUTH_URL / JWT_JWKS_URL]"
+    )  # fmt: skip
+    assert output.strip().splitlines()[-1] == "result: 3 failed"
 
 
 @pytest.mark.usefixtures("operator_env")

@@ -38,6 +38,7 @@ class Check:
     name: str
     level: Level
     detail: str
+    variables: str = ""  # what to fix when it is not ok, e.g. "DATABASE_URL"
 
 
 async def run_checks(
@@ -48,7 +49,11 @@ async def run_checks(
     if database is None:
         checks.append(Check("database", Level.OK, database_label))
     else:
-        checks.extend(await _database(database, database_label))
+        checks.extend(await _database(database, database_label, "DATABASE_URL"))
+    if settings.migrations_database is not None:
+        migrations = settings.migrations_database
+        found = await _database(migrations, migrations.redacted, "MIGRATIONS_DATABASE_URL")
+        checks.append(Check("migrations_db", found[0].level, found[0].detail, found[0].variables))
     checks.extend(await _jwt(settings))
     checks.append(_cors(settings))
     return checks
@@ -56,7 +61,11 @@ async def run_checks(
 
 def format_report(checks: Sequence[Check]) -> str:
     width = max(len(c.name) for c in checks)
-    lines = [f"  {c.level.value:<5} {c.name:<{width}}  {c.detail}" for c in checks]
+    lines = [
+        f"  {c.level.value:<5} {c.name:<{width}}  {c.detail}"
+        + (f"  [check {c.variables}]" if c.variables and c.level is not Level.OK else "")
+        for c in checks
+    ]
     failed = sum(c.level is Level.FAIL for c in checks)
     warned = sum(c.level is Level.WARN for c in checks)
     verdict = f"{failed} failed" if failed else "ok"
@@ -76,7 +85,12 @@ def _environment(settings: Settings) -> Check:
 
 def _secrets(settings: Settings) -> Check:
     if not settings.webhook_secrets:
-        return Check("secrets", Level.FAIL, "WEBHOOK_SECRET is not set; `serve` refuses to start without it")
+        return Check(
+            "secrets",
+            Level.FAIL,
+            "WEBHOOK_SECRET is not set; `serve` refuses to start without it",
+            "WEBHOOK_SECRET",
+        )
     everyone = SignatureVerifier(settings.webhook_secrets)
     timestamp = int(time.time())
     for number, secret in enumerate(settings.webhook_secrets, start=1):
@@ -87,14 +101,17 @@ def _secrets(settings: Settings) -> Check:
             everyone.verify(_SAMPLE_BODY, headers)
         except Exception as exc:
             return Check(
-                "secrets", Level.FAIL, f"secret {number} did not verify its own sample: {type(exc).__name__}"
+                "secrets",
+                Level.FAIL,
+                f"secret {number} did not verify its own sample: {type(exc).__name__}",
+                "WEBHOOK_SECRET",
             )
     count = len(settings.webhook_secrets)
     summary = "1 webhook secret; it" if count == 1 else f"{count} webhook secrets; each"
     return Check("secrets", Level.OK, f"{summary} signed and verified a sample delivery")
 
 
-async def _database(database: DatabaseSettings, label: str) -> list[Check]:
+async def _database(database: DatabaseSettings, label: str, variable: str) -> list[Check]:
     try:
         conn = await asyncpg.connect(
             database.asyncpg_dsn,
@@ -104,7 +121,7 @@ async def _database(database: DatabaseSettings, label: str) -> list[Check]:
     except Exception as exc:
         if not (is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError)):
             raise
-        return [Check("database", Level.FAIL, f"{label}: cannot connect ({_describe(exc)})")]
+        return [Check("database", Level.FAIL, f"{label}: cannot connect ({_describe(exc)})", variable)]
     try:
         server = await conn.fetchrow(sql.SERVER_SETTINGS)
         try:
@@ -121,7 +138,7 @@ async def _database(database: DatabaseSettings, label: str) -> list[Check]:
     level = Level.WARN if pool_max >= server["max_connections"] else Level.OK
     if level is Level.WARN:
         detail += " (lower DB_POOL_SIZE + DB_MAX_OVERFLOW)"
-    return [Check("database", level, detail), _migrations(applied)]
+    return [Check("database", level, detail, "DB_POOL_SIZE, DB_MAX_OVERFLOW"), _migrations(applied)]
 
 
 def _migrations(applied: set[str]) -> Check:
@@ -146,6 +163,7 @@ async def _jwt(settings: Settings) -> list[Check]:
                 "jwks",
                 Level.WARN,
                 "BETTER_AUTH_URL (or JWT_JWKS_URL) is not set: /users/me rejects every token",
+                "BETTER_AUTH_URL",
             )
         ]
     algorithms = ",".join(settings.jwt_algorithms)
@@ -157,21 +175,24 @@ async def _jwt(settings: Settings) -> list[Check]:
     return [await _jwks(settings.jwt_jwks_url, settings.jwt_algorithms), claims]
 
 
+_JWKS_VARIABLES = "BETTER_AUTH_URL / JWT_JWKS_URL"
+
+
 async def _jwks(url: str, algorithms: Sequence[str]) -> Check:
     shown = redact_url(url)
     try:
         async with httpx.AsyncClient(timeout=_JWKS_TIMEOUT_SECONDS, follow_redirects=True) as client:
             response = await client.get(url, headers={"accept": "application/json"})
     except httpx.HTTPError as exc:
-        return Check("jwks", Level.FAIL, f"{shown}: {type(exc).__name__}")
+        return Check("jwks", Level.FAIL, f"{shown}: {type(exc).__name__}", _JWKS_VARIABLES)
     if response.status_code != 200:
-        return Check("jwks", Level.FAIL, f"{shown}: HTTP {response.status_code}")
+        return Check("jwks", Level.FAIL, f"{shown}: HTTP {response.status_code}", _JWKS_VARIABLES)
     try:
         document: Any = response.json()
         keys = document["keys"]
         assert isinstance(keys, list)
     except (ValueError, KeyError, TypeError, AssertionError):
-        return Check("jwks", Level.FAIL, f"{shown}: not a JWKS document")
+        return Check("jwks", Level.FAIL, f"{shown}: not a JWKS document", _JWKS_VARIABLES)
     described, usable = [], 0
     for key in keys:
         try:
@@ -187,10 +208,19 @@ async def _jwks(url: str, algorithms: Sequence[str]) -> Check:
             f"{jwk.key_id or '(no kid)'} {algorithm}" + ("" if allowed else " (not in JWT_ALGORITHMS)")
         )
     if not usable:
-        return Check("jwks", Level.FAIL, f"{shown}: no usable key; {'; '.join(described) or 'empty'}")
+        return Check(
+            "jwks",
+            Level.FAIL,
+            f"{shown}: no usable key ({'; '.join(described) or 'the key set is empty'}): is Better Auth's "
+            "jwt plugin enabled, and does JWT_ALGORITHMS allow its algorithm?",
+            "BETTER_AUTH_URL / JWT_JWKS_URL, JWT_ALGORITHMS",
+        )
     level = Level.OK if usable == len(keys) else Level.WARN
     return Check(
-        "jwks", level, f"{shown}: {len(keys)} key{'s' if len(keys) > 1 else ''}: {'; '.join(described)}"
+        "jwks",
+        level,
+        f"{shown}: {len(keys)} key{'s' if len(keys) > 1 else ''}: {'; '.join(described)}",
+        "JWT_ALGORITHMS",
     )
 
 
