@@ -120,12 +120,13 @@ def _positive(text: str) -> int:
     return value
 
 
-def _migration_url(settings: Settings) -> str:
+def _migration_url(settings: Settings) -> tuple[str, str]:
+    """Where migrations run, and the variable that said so (for the error an operator reads)."""
     if settings.migrations_database is not None:
-        return settings.migrations_database.yoyo_url
+        return settings.migrations_database.yoyo_url, "MIGRATIONS_DATABASE_URL"
     if settings.database is None:
         raise ConfigError("DATABASE_URL", "is not set (only `serve` starts an embedded PostgreSQL)")
-    return settings.database.yoyo_url
+    return settings.database.yoyo_url, "DATABASE_URL"
 
 
 @contextlib.contextmanager
@@ -219,16 +220,16 @@ def _first_line(exc: BaseException) -> str:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from sync_service.ops import migrations
 
-    url = _migration_url(settings)
+    url, variable = _migration_url(settings)
     if args.list:
-        for entry in migrations.status(url):
+        for entry in migrations.status(url, variable=variable):
             print(f"{'applied' if entry.applied else 'pending'}  {entry.migration_id}")
         return 0
     if args.rollback is not None:
-        done = migrations.rollback(url, args.rollback)
+        done = migrations.rollback(url, args.rollback, variable=variable)
         print("rolled back: " + (", ".join(done) if done else "nothing"))
         return 0
-    done = migrations.apply(url)
+    done = migrations.apply(url, variable=variable)
     print("applied: " + (", ".join(done) if done else "nothing (schema at head)"))
     return 0
 
@@ -267,7 +268,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             os.environ["DATABASE_URL"] = url  # workers build their settings from the environment
         assert settings.database is not None
         if not args.no_migrate:
-            applied = migrations.apply(_migration_url(settings))
+            url, variable = _migration_url(settings)
+            applied = migrations.apply(url, variable=variable)
             if applied:
                 log.info(f"applied migrations {', '.join(applied)}", extra={"migrations": applied})
         server_options: dict[str, Any] = {

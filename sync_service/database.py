@@ -11,6 +11,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -111,3 +112,25 @@ def _ssl_for(dsn: str) -> ssl.SSLContext | None:
     if "sslmode=verify-full" in dsn and "sslrootcert=" not in dsn:
         return ssl.create_default_context()
     return None
+
+
+def connection_failure(variable: str, url: str, exc: BaseException) -> str:
+    """One line for an operator: which variable, where (password masked), what PostgreSQL or the OS
+    said, and where to look next. asyncpg's and libpq's messages name the host and user, never the
+    password."""
+    from sync_service.config import redact_url
+
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
+    elif isinstance(exc, TimeoutError):
+        reason = "timed out"
+    else:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[0] if lines else exc.__class__.__name__
+    reason = reason.removeprefix("connection failed: ")
+    try:
+        parts = urlsplit(url)
+        where = f"{parts.hostname or 'local socket'}:{parts.port or 5432}{parts.path or '/'}"
+    except ValueError:
+        where = redact_url(url)
+    return f"cannot connect to {variable} ({where}): {reason}; see `sync-service check-config`"

@@ -401,7 +401,8 @@ async def test_an_unreachable_source_exits_2(
 ) -> None:
     code, summary, _ = await backfill(capsys, migrated_database_url, unreachable_database_url())
     assert code == 2
-    assert "cannot connect to Better Auth's database" in summary["stopped"]
+    assert summary["stopped"].startswith("cannot connect to BETTER_AUTH_DATABASE_URL (127.0.0.1:")
+    assert "check-config" in summary["stopped"]
 
 
 def test_the_cli_without_a_source_url_is_a_usage_error(migrated_database_url: str) -> None:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync_service.cli import main
 from sync_service.ops.pruning import parse_age
-from tests.databases import fresh_database, unreachable_database_url
+from tests.databases import fresh_database, unreachable_database_url, with_database
 from tests.support import SECRET, SECRET_2
 
 # --- prune-events -----------------------------------------------------------------------------------
@@ -250,3 +250,30 @@ def test_check_config_with_a_bad_variable_names_it_in_one_line(
         err.strip()
         == "sync-service: LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'"
     )
+
+
+# --- connection errors: which variable, where, and why, in one line ---------------------------------
+
+
+@pytest.mark.usefixtures("operator_env")
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "MIGRATIONS_DATABASE_URL"])
+@pytest.mark.parametrize("verb", [["migrate"], ["migrate", "--list"], ["serve", "--port", "0"]])
+def test_a_database_that_cannot_be_reached_is_named_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], postgres_server_url: str,
+    variable: str, verb: list[str],
+) -> None:  # fmt: skip
+    for url, reason in (
+        (unreachable_database_url(), "refused"),
+        (
+            with_database(postgres_server_url, "no_such_database_3f9"),
+            'database "no_such_database_3f9" does not exist',
+        ),
+    ):
+        monkeypatch.setenv(variable, url.replace("postgres@", "postgres:pw-canary-77@", 1))
+        assert main(verb) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith(f"sync-service: cannot connect to {variable} ("), err
+        assert reason in err, err
+        assert "check-config" in err
+        assert "pw-canary-77" not in err

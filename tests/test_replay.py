@@ -443,7 +443,8 @@ async def test_direct_target_that_cannot_connect_stops_at_once(
     )
     assert time.monotonic() - started < 10
     assert code == 1
-    assert summary["stopped"].startswith("cannot connect to the database")
+    assert summary["stopped"].startswith("cannot connect to DATABASE_URL (127.0.0.1:")
+    assert summary["stopped"].endswith("see `sync-service check-config`")
     assert summary["events"] == 0
 
 

@@ -36,7 +36,7 @@ from sync_service.backfill.source import (
     open_table,
 )
 from sync_service.config import DatabaseSettings, Settings
-from sync_service.database import create_pool
+from sync_service.database import connection_failure, create_pool
 from sync_service.replay.command import fast_loop_factory, few_gc_passes
 from sync_service.replay.report import OUTCOMES, Progress
 from sync_service.replay.sources import ReplayEvent
@@ -54,13 +54,17 @@ _CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def main(
-    args: argparse.Namespace, settings: Settings, *, migration_url: Callable[[Settings], str] | None = None
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    migration_url: Callable[[Settings], tuple[str, str]] | None = None,
 ) -> int:
     options = resolve(args, settings)
     if options.migrate and migration_url is not None:
         from sync_service.ops import migrations
 
-        applied = migrations.apply(migration_url(settings))
+        url, variable = migration_url(settings)
+        applied = migrations.apply(url, variable=variable)
         if applied:
             print(f"backfill: applied migrations {', '.join(applied)}", file=sys.stderr)
     with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
@@ -204,7 +208,7 @@ def _print(summary: Summary) -> None:
 
 
 async def _run(options: BackfillOptions, summary: Summary) -> None:
-    source_pool = await _connect(options.source, "Better Auth's database (--better-auth-database-url)")
+    source_pool = await _connect(options.source, "BETTER_AUTH_DATABASE_URL")
     try:
         ours_pool = await _connect(replace(options.database, pool_size=1, max_overflow=0), "DATABASE_URL")
         try:
@@ -230,7 +234,7 @@ async def _connect(database: DatabaseSettings, what: str) -> asyncpg.Pool:
             pass
     except (*_CONNECTION_ERRORS, TimeoutError) as exc:
         pool.terminate()
-        raise Stop(f"cannot connect to {what} at {database.redacted}: {_brief(exc)}") from None
+        raise Stop(connection_failure(what, database.url, exc)) from None
     return pool
 
 
@@ -375,6 +379,7 @@ class _Applier:
         self._progress = progress
         self._held: list[tuple[ReplayEvent, str]] = []
         self._deleting = False
+        self._database_url = options.database.url
         self.target = DirectTarget(
             options.database, rules, self._sink, connections=options.connections,
             batch_size=options.batch_size, dry_run=False, max_attempts=8,
@@ -385,7 +390,7 @@ class _Applier:
         try:
             await self.target.start()
         except _CONNECTION_ERRORS as exc:
-            raise Stop(f"cannot connect to DATABASE_URL: {_brief(exc)}") from None
+            raise Stop(connection_failure("DATABASE_URL", self._database_url, exc)) from None
 
     async def submit(self, rows: list[SourceRow]) -> None:
         await self.target.submit([(_event(row), message_id(row)) for row in rows])

@@ -22,7 +22,7 @@ import msgspec
 
 from sync_service import sql
 from sync_service.config import Settings
-from sync_service.database import create_pool
+from sync_service.database import connection_failure, create_pool
 from sync_service.replay.options import Options, resolve
 from sync_service.replay.report import FailedOut, Progress, Report
 from sync_service.replay.sources import (
@@ -49,14 +49,18 @@ _MAX_HELD_CONFLICTS = 100_000
 
 
 def main(
-    args: argparse.Namespace, settings: Settings, *, migration_url: Callable[[Settings], str] | None = None
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    migration_url: Callable[[Settings], tuple[str, str]] | None = None,
 ) -> int:
     """Run a replay from parsed arguments. Usage errors exit 2 (argparse); returns 0 or 1."""
     options = resolve(args, settings)
     if options.migrate and migration_url is not None:
         from sync_service.ops import migrations
 
-        applied = migrations.apply(migration_url(settings))
+        url, variable = migration_url(settings)
+        applied = migrations.apply(url, variable=variable)
         if applied:
             print(f"replay: applied migrations {', '.join(applied)}", file=sys.stderr)
     with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
@@ -103,7 +107,11 @@ async def _run(options: Options) -> int:
         try:
             await target.start()
         except _CONNECTION_ERRORS as exc:
-            stopped = f"cannot connect to the database: {_brief(exc)}"
+            stopped = (
+                connection_failure("DATABASE_URL", options.database.url, exc)
+                if options.database is not None
+                else f"cannot connect: {_brief(exc)}"
+            )
         else:
             stopped = await _feed(options, report, target)
             if stopped is None:
