@@ -277,3 +277,11 @@ def test_a_database_that_cannot_be_reached_is_named_with_the_reason(
         assert reason in err, err
         assert "check-config" in err
         assert "pw-canary-77" not in err
+
+
+def test_serve_help_shows_each_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 127.0.0.1)", "(default: 8000)", "(default: 1)", "(default: 1000)"):
+        assert default in out
