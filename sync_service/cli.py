@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -134,6 +135,13 @@ def _migration_url(settings: Settings) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
+def _with_operator_database(settings: Settings) -> Iterator[Settings]:
+    """`settings` pointed at `_operator_database`: DATABASE_URL, else the embedded server."""
+    with _operator_database(settings) as database:
+        yield dataclasses.replace(settings, database=database)
+
+
+@contextlib.contextmanager
 def _operator_database(settings: Settings) -> Iterator[DatabaseSettings]:
     """The database an operator command works on: DATABASE_URL, else the embedded one `serve` created
     (joined while `serve` runs, started and stopped again otherwise)."""
@@ -222,6 +230,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    with _with_operator_database(settings) as settings:
+        return _migrate_on(args, settings)
+
+
+def _migrate_on(args: argparse.Namespace, settings: Settings) -> int:
     from sync_service.ops import migrations
 
     url, variable = _migration_url(settings)
@@ -241,13 +254,17 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from sync_service.replay import command as replay
 
-    return replay.main(args, settings, migration_url=_migration_url)
+    if not (args.direct or args.inbox):  # --url alone needs no database
+        return replay.main(args, settings, migration_url=_migration_url)
+    with _with_operator_database(settings) as settings:
+        return replay.main(args, settings, migration_url=_migration_url)
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from sync_service.backfill import command as backfill
 
-    return backfill.main(args, settings, migration_url=_migration_url)
+    with _with_operator_database(settings) as settings:
+        return backfill.main(args, settings, migration_url=_migration_url)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -270,6 +287,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             url = stack.enter_context(embedded_postgres(settings.embedded_pg_dir))
             settings = settings.with_database(url)
             os.environ["DATABASE_URL"] = url  # workers build their settings from the environment
+            # The one line an operator needs to look inside: psql, a GUI, or DATABASE_URL for
+            # `replay`/`backfill` (which also find the embedded server by themselves while it runs).
+            log.info(f"embedded PostgreSQL: psql '{url}'", extra={"database_url": url})
         assert settings.database is not None
         if not args.no_migrate:
             url, variable = _migration_url(settings)

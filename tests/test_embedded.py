@@ -3,13 +3,16 @@ DATABASE_URL runs on an embedded PostgreSQL, keeps its data folder, and stops it
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.process import SYNC_SERVICE, serve, service_environment
@@ -123,3 +126,36 @@ def test_sigterm_during_startup_still_stops_the_embedded_postgres(tmp_path: Path
     while _alive(postgres_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(postgres_pid), log.read_text()
+
+
+@pytest.mark.slow
+def test_operator_commands_join_the_embedded_postgres_serve_runs(tmp_path: Path, data_dir: Path) -> None:
+    """`migrate --list` and `replay --direct` without DATABASE_URL work on the server `serve` started
+    (one postmaster, still running after them), and the URL `serve` logs is one psql accepts."""
+    env = service_environment(EMBEDDED_PG_DIR=str(data_dir))
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(envelope(user_data(email="joined.embedded@example.com"))) + "\n")
+    with serve(tmp_path, env) as running:
+        postmaster = _postmaster_pid(data_dir)
+        assert postmaster is not None
+        for argv in (["migrate", "--list"], ["replay", str(events), "--direct", "--json"]):
+            done = subprocess.run(
+                [str(SYNC_SERVICE), *argv], env=env, cwd=tmp_path, capture_output=True, text=True,
+                timeout=120, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, (argv, done.stderr)
+            assert _postmaster_pid(data_dir) == postmaster  # joined, not a second server
+            assert _alive(postmaster)
+        assert json.loads(done.stdout)["outcomes"]["applied"] == 1
+        line = next(line for line in running.stderr.splitlines() if "embedded PostgreSQL: psql" in line)
+        url = json.loads(line)["database_url"]
+        with psycopg.connect(url) as conn:  # libpq, as psql and GUIs use it
+            assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
+        psql = shutil.which("psql")
+        if psql is not None:  # a laptop may have no psql client: libpq above took the same URL
+            count = subprocess.run(
+                [psql, url, "-Atc", "SELECT count(*) FROM users"], capture_output=True, text=True,
+                timeout=30, check=False,
+            )  # fmt: skip
+            assert (count.returncode, count.stdout.strip()) == (0, "1"), count.stderr
+        assert running.terminate() == 0, running.stderr
