@@ -61,7 +61,7 @@ def main() -> int:
     print("DEV ONLY - never point a production service at this key set.", file=sys.stderr)
     print(f"Start (or restart) the service with:  BETTER_AUTH_URL={origin}", file=sys.stderr)
     print(f"Token for {args.sub}, valid {args.minutes} min:", file=sys.stderr)
-    print(token)
+    print(token, flush=True)  # stdout may be a file: `... > token.txt &`
     print(
         'Try:  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8000/users/me  (Ctrl-C stops it)',
         file=sys.stderr,
