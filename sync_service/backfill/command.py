@@ -13,7 +13,6 @@ What it means for operators (exit status, the drift line) is in `backfill.option
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import sys
 import time
@@ -37,7 +36,7 @@ from sync_service.backfill.source import (
 )
 from sync_service.config import DatabaseSettings, Settings
 from sync_service.database import connection_failure, create_pool
-from sync_service.replay.command import fast_loop_factory, few_gc_passes
+from sync_service.replay.command import few_gc_passes, run_bulk
 from sync_service.replay.report import OUTCOMES, Progress
 from sync_service.replay.sources import ReplayEvent
 from sync_service.replay.targets import DirectTarget, Rules
@@ -60,15 +59,7 @@ def main(
     migration_url: Callable[[Settings], tuple[str, str]] | None = None,
 ) -> int:
     options = resolve(args, settings)
-    if options.migrate and migration_url is not None:
-        from sync_service.ops import migrations
-
-        url, variable = migration_url(settings)
-        applied = migrations.apply(url, variable=variable)
-        if applied:
-            print(f"backfill: applied migrations {', '.join(applied)}", file=sys.stderr)
-    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
-        return runner.run(run(options))
+    return run_bulk("backfill", run(options), settings, migration_url if options.migrate else None)
 
 
 class Stop(Exception):

@@ -6,12 +6,12 @@ Kept apart from the backfill machinery so that building the CLI parser imports n
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sync_service.config import DatabaseSettings, Settings, UserIdFormat
 from sync_service.errors import ConfigError
+from sync_service.replay.options import bounded_int
 
 SOURCE_URL_VARIABLE = "BETTER_AUTH_DATABASE_URL"
 
@@ -78,11 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     parser.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations first")
     tuning = parser.add_argument_group("tuning")
-    tuning.add_argument("--page-size", type=_bounded(100, 50_000), default=5_000, metavar="N",
+    tuning.add_argument("--page-size", type=bounded_int(100, 50_000), default=5_000, metavar="N",
                         help="source rows per page (default 5000)")  # fmt: skip
-    tuning.add_argument("--batch-size", type=_bounded(1, 10_000), default=2_000, metavar="N",
+    tuning.add_argument("--batch-size", type=bounded_int(1, 10_000), default=2_000, metavar="N",
                         help="events per transaction (default 2000)")  # fmt: skip
-    tuning.add_argument("--connections", type=_bounded(1, 32), default=2, metavar="N",
+    tuning.add_argument("--connections", type=bounded_int(1, 32), default=2, metavar="N",
                         help="connections applying batches in parallel (default 2)")  # fmt: skip
 
 
@@ -124,16 +124,3 @@ def _fraction(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
     return value
-
-
-def _bounded(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse

@@ -14,8 +14,9 @@ import hashlib
 import sys
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -56,15 +57,26 @@ def main(
 ) -> int:
     """Run a replay from parsed arguments. Usage errors exit 2 (argparse); returns 0 or 1."""
     options = resolve(args, settings)
-    if options.migrate and migration_url is not None:
+    return run_bulk("replay", run(options), settings, migration_url if options.migrate else None)
+
+
+def run_bulk(
+    label: str,
+    work: Coroutine[Any, Any, int],
+    settings: Settings,
+    migration_url: Callable[[Settings], tuple[str, str]] | None,
+) -> int:
+    """A bulk command's run (replay, backfill): pending migrations first when asked, then `work` on the
+    fastest event loop available."""
+    if migration_url is not None:
         from sync_service.ops import migrations
 
         url, variable = migration_url(settings)
         applied = migrations.apply(url, variable=variable)
         if applied:
-            print(f"replay: applied migrations {', '.join(applied)}", file=sys.stderr)
+            print(f"{label}: applied migrations {', '.join(applied)}", file=sys.stderr)
     with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
-        return runner.run(run(options))
+        return runner.run(work)
 
 
 def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -103,19 +103,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     tuning = parser.add_argument_group("tuning")
     tuning.add_argument(
-        "--batch-size", type=_bounded(1, 10_000), default=2_000, metavar="N",
+        "--batch-size", type=bounded_int(1, 10_000), default=2_000, metavar="N",
         help="--direct: events per transaction (default 2000)",
     )  # fmt: skip
     tuning.add_argument(
-        "--connections", type=_bounded(1, 32), default=2, metavar="N",
+        "--connections", type=bounded_int(1, 32), default=2, metavar="N",
         help="--direct: connections applying batches in parallel (default 2)",
     )  # fmt: skip
     tuning.add_argument(
-        "--concurrency", type=_bounded(1, 512), default=16, metavar="N",
+        "--concurrency", type=bounded_int(1, 512), default=16, metavar="N",
         help="--url: requests in flight (default 16)",
     )  # fmt: skip
     tuning.add_argument(
-        "--max-attempts", type=_bounded(1, 50), default=8, metavar="N",
+        "--max-attempts", type=bounded_int(1, 50), default=8, metavar="N",
         help="tries per event (--url) or batch (--direct) on 429/503/connection errors (default 8)",
     )  # fmt: skip
     tuning.add_argument(
@@ -273,7 +273,7 @@ def _statuses(text: str) -> list[str]:
     return values
 
 
-def _bounded(low: int, high: int) -> Callable[[str], int]:
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
