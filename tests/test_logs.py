@@ -181,7 +181,8 @@ async def test_credentials_in_the_jwks_url_reach_no_log_line(
     assert redact_url(url) == (
         f"http://reader:***@127.0.0.1:{server.port}/api/auth/jwks?token=***&sslmode=require"
     )
-    previous = logging.getLogger().level
+    root = logging.getLogger()
+    previous_level, previous_handlers = root.level, root.handlers[:]
     configure_logging("DEBUG", json=True)
     try:
         user = user_data()
@@ -196,8 +197,9 @@ async def test_credentials_in_the_jwks_url_reach_no_log_line(
                 assert answer.status_code == 200, answer.text
         assert server.requests >= 1  # the key set really was fetched through that URL
     finally:
-        logging.getLogger().handlers[:] = []
-        logging.getLogger().setLevel(previous)
+        # The handler writes to this test's captured stderr, closed after it: put back what was there.
+        root.handlers[:] = previous_handlers
+        root.setLevel(previous_level)
     captured = capsys.readouterr().err
     assert "JWKS fetched" in captured  # the lines were captured at all
     assert password not in captured
