@@ -289,8 +289,10 @@ def _default_data_dir() -> str:
 
 
 def _origin(url: str) -> str:
+    # Never the userinfo: Better Auth's issuer has none, and a password must not travel into iss/aud
+    # (nor into check-config's report of them).
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _optional_url(env: Mapping[str, str], name: str) -> str | None:

@@ -248,7 +248,11 @@ def test_migrations_use_migrations_database_url_from_dotenv(tmp_path: Path) -> N
     env_file.write_text(
         f"DATABASE_URL={_DB}\nMIGRATIONS_DATABASE_URL=postgresql://postgres@direct.example.com/app\n"
     )
-    assert "direct.example.com" in _migration_url(load_settings(environ={}, env_file=env_file))
+    url, variable = _migration_url(load_settings(environ={}, env_file=env_file))
+    assert (url, variable) == (
+        "postgresql+psycopg://postgres@direct.example.com/app",
+        "MIGRATIONS_DATABASE_URL",
+    )
 
 
 def test_settings_keep_no_copy_of_the_environment() -> None:
@@ -257,3 +261,13 @@ def test_settings_keep_no_copy_of_the_environment() -> None:
     settings = load_settings(environ=environ, env_file=None)
     assert not hasattr(settings, "environ")
     assert dict(settings.database_tuning) == {"DB_POOL_SIZE": "3"}
+
+
+def test_issuer_and_audience_never_carry_the_url_credentials() -> None:
+    settings = load_settings(
+        environ={"JWT_JWKS_URL": "https://reader:pw-canary@keys.example.com/jwks"}, env_file=None
+    )
+    assert (settings.jwt_issuer, settings.jwt_audience) == (
+        "https://keys.example.com",
+        "https://keys.example.com",
+    )
