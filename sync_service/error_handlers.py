@@ -40,7 +40,8 @@ def exception_handlers(settings: Settings) -> MutableMapping[int | type[Exceptio
         if is_unavailable(exc):
             log.warning("database unavailable", extra={"error": exc.__class__.__name__})
             return _unavailable_response(retry_after)
-        log.exception("unhandled error", extra={"path": request.url.path})
+        # The route template, not the path: a path segment is the client's text (a /users/{id} guess).
+        log.exception("unhandled error", extra={"route": request.scope.get("path_template", "(unmatched)")})
         return Response({"status_code": 500, "detail": "internal server error"}, status_code=500)
 
     return {ClientError: client_error, ServiceUnavailable: unavailable, Exception: unexpected}
