@@ -3,6 +3,10 @@
 - `ConfigError`: fix the environment and start again (the CLI prints one line).
 - `ClientError` subclasses: the request is wrong; answer 4xx, change nothing.
 - `ServiceUnavailable` subclasses: try again later; answer 503 with Retry-After, acknowledge nothing.
+- `InvalidToken`: the bearer middleware answers 401 with its `WWW-Authenticate` challenge itself (the
+  generic 4xx handler would drop the challenge), so it is not a `ClientError`.
+- `JwksError`: the key set could not be had; the token check treats it as no key (401), keeping the last
+  good set, so it is not a `ServiceUnavailable` either.
 """
 
 from __future__ import annotations
@@ -55,3 +59,15 @@ class Overloaded(ServiceUnavailable):
 
 class MigrationError(SyncServiceError):
     """Migrations could not be applied or rolled back."""
+
+
+class InvalidToken(SyncServiceError):
+    """The token is not acceptable. `reason` is for debug logs only, never for the client (no oracle)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class JwksError(SyncServiceError):
+    """The key set could not be fetched or holds no usable key."""

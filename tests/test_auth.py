@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import OKPAlgorithm
 
 from sync_service.config import load_settings
+from sync_service.errors import InvalidToken
 from sync_service.ops.metrics import REGISTRY
 from sync_service.users.jwks import KeySet, parse_jwk, parse_jwks
-from sync_service.users.tokens import InvalidToken, TokenVerifier, build_token_verifier
+from sync_service.users.tokens import TokenVerifier, build_token_verifier
 from tests.jwks_server import (
     JwksServer,
     SigningKey,

@@ -21,6 +21,7 @@ import msgspec
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from sync_service.config import redact_url
+from sync_service.errors import JwksError
 from sync_service.ops.metrics import JWKS_REFRESHES
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,6 @@ _RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512
 # Members that only a private (or symmetric) key has. A key set should never carry them; if one does, we
 # still build the public key only, so nothing secret is ever used to verify.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-
-
-class JwksError(Exception):
-    """The key set could not be fetched or holds no usable key."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp
 
-from sync_service.users.tokens import InvalidToken, TokenVerifier
+from sync_service.errors import InvalidToken
+from sync_service.users.tokens import TokenVerifier
 
 log = logging.getLogger("sync_service.auth")
 

@@ -21,6 +21,7 @@ import jwt
 import msgspec
 
 from sync_service.config import Settings
+from sync_service.errors import InvalidToken
 from sync_service.users.jwks import RemoteKeySet
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,6 @@ MAX_SUBJECT_CHARS = 255
 # header.payload.signature in base64url; an empty signature (alg "none") is refused here already.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _NUMERIC_CLAIMS = ("exp", "iat", "nbf")
-
-
-class InvalidToken(Exception):
-    """The token is not acceptable. `reason` is for debug logs only, never for the client (no oracle)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
