@@ -10,8 +10,9 @@ Backpressure: a full queue, or an item still unanswered after `timeout`, is `Ove
 Retry-After) instead of letting memory or latency grow. A database failure, or a bug, answers every item
 of its batch `DatabaseUnavailable`: nothing half-done is ever acknowledged.
 
-Used by the group commit of webhook deliveries (`group_commit.GroupCommitter`, which serves its batches with
-a read-ahead of its own) and by the user reads (`users.reader.UserReader`).
+One loop serves both users: the user reads hand it a function that runs one batch
+(`users.reader.UserReader`); the group commit of webhook deliveries hands it a `ReadAhead`, whose write of
+one batch also reads the state of the next (`ingest.group_commit.GroupCommitter`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -31,27 +33,52 @@ log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
+StateT = TypeVar("StateT")
 
 BatchObserver = Callable[[int, float], None]
 Waiter = asyncio.Future[ResultT | ServiceUnavailable]
 Batch = list[tuple[ItemT, Waiter[ResultT]]]
 
+ApplyBatch = Callable[[asyncpg.Connection, Sequence[ItemT]], Awaitable[Sequence[ResultT]]]
+"""One batch on one connection: one result per item, in order."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAhead(Generic[ItemT, ResultT, StateT]):
+    """Batches whose write also reads what the next batch needs, so that under load a batch costs one round
+    trip instead of two.
+
+    `read(conn, items)` reads the state of a batch that nothing read ahead (the first on a connection);
+    `apply(conn, items, state, upcoming)` runs `items` against `state` and returns their results and the
+    state of `upcoming` (what was queued when the write went out, the next batch)."""
+
+    read: Callable[[asyncpg.Connection, Sequence[ItemT]], Awaitable[StateT]]
+    apply: Callable[
+        [asyncpg.Connection, Sequence[ItemT], StateT, Sequence[ItemT]],
+        Awaitable[tuple[Sequence[ResultT], StateT]],
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """How a batcher names its worker tasks and logs, and what its 503s say."""
+
+    name: str  # "ingest": "ingest batch failed"
+    worker: str  # task names: "ingest-writer-0"
+    queue_full: str
+    timed_out: str
+
 
 class Batcher(Generic[ItemT, ResultT]):
-    """The queue, the workers, the deadlines and the failure policy. Subclasses name themselves and their
-    messages (`name`, `worker_name`, `queue_full`, `timed_out`) and either implement `_apply` (one batch on
-    one connection) or replace `_serve` (the batches a worker runs on one connection) with the same
-    building blocks."""
-
-    name = "batch"
-    worker_name = "batch-worker"
-    queue_full = "queue is full"
-    timed_out = "timed out waiting for the batch"
+    """The queue, the workers, the deadlines and the failure policy, around `work`: an `ApplyBatch`
+    function, or a `ReadAhead` pair."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
+        work: ApplyBatch[ItemT, ResultT] | ReadAhead[ItemT, ResultT, Any],
         *,
+        labels: Labels,
         batch_size: int,
         queue_size: int,
         workers: int,
@@ -60,6 +87,8 @@ class Batcher(Generic[ItemT, ResultT]):
         on_batch: BatchObserver | None = None,
     ) -> None:
         self._pool = pool
+        self._work = work
+        self._labels = labels
         self._batch_size = batch_size
         self._queue: asyncio.Queue[tuple[ItemT, Waiter[ResultT]]] = asyncio.Queue(queue_size)
         self._worker_count = workers
@@ -76,7 +105,7 @@ class Batcher(Generic[ItemT, ResultT]):
     async def start(self) -> None:
         self._accepting = True
         self._workers = [
-            asyncio.create_task(self._work_forever(), name=f"{self.worker_name}-{i}")
+            asyncio.create_task(self._work_forever(), name=f"{self._labels.worker}-{i}")
             for i in range(self._worker_count)
         ]
 
@@ -100,7 +129,7 @@ class Batcher(Generic[ItemT, ResultT]):
         try:
             self._queue.put_nowait((item, waiter))
         except asyncio.QueueFull:
-            raise Overloaded(self.queue_full) from None
+            raise Overloaded(self._labels.queue_full) from None
         # A timer that answers the waiter, cheaper than `asyncio.timeout` (no task cancellation). The worker
         # skips a waiter answered this way; the item itself may still be applied later.
         deadline = loop.call_later(self._timeout, self._expire, waiter)
@@ -114,11 +143,7 @@ class Batcher(Generic[ItemT, ResultT]):
 
     def _expire(self, waiter: Waiter[ResultT]) -> None:
         if not waiter.done():
-            waiter.set_result(Overloaded(self.timed_out))
-
-    async def _apply(self, conn: asyncpg.Connection, items: Sequence[ItemT]) -> Sequence[ResultT]:
-        """One result per item, in order (for the default worker loop)."""
-        raise NotImplementedError
+            waiter.set_result(Overloaded(self._labels.timed_out))
 
     async def _work_forever(self) -> None:
         batch: Batch[ItemT, ResultT] = []
@@ -143,18 +168,37 @@ class Batcher(Generic[ItemT, ResultT]):
         which under load is milliseconds of every waiter's latency. After a failure the connection goes
         back (the pool discards a broken one) and the next batch takes a fresh one.
 
-        Returns what was taken from the queue but not run (for `_work_forever` to serve next)."""
+        With a `ReadAhead`, what is queued when a write goes out becomes the next batch, whose state that
+        write reads along. Returns what was taken from the queue but not run, after a failure (for
+        `_work_forever` to serve next)."""
         loop = asyncio.get_running_loop()
+        work = self._work
+        state: Any = None  # the read-ahead state of `batch`; None: not read yet
+        upcoming: Batch[ItemT, ResultT] = []
         started = loop.time()
         try:
             async with acquire(self._pool, self._acquire_timeout) as conn:
                 while batch:
-                    outcomes = await self._apply(conn, [item for item, _ in batch])
+                    items = [item for item, _ in batch]
+                    upcoming = []
+                    if isinstance(work, ReadAhead):
+                        if state is None:
+                            state = await work.read(conn, items)
+                        self._take_queued(upcoming)
+                        outcomes, state = await work.apply(conn, items, state, [item for item, _ in upcoming])
+                    else:
+                        outcomes = await work(conn, items)
                     self._settle(batch, outcomes, started)
-                    batch, started = [], loop.time()
-                    self._take_queued(batch)
+                    batch, started = upcoming, loop.time()
+                    if not batch:
+                        # Items may have come in during the round trip without being read along: they start
+                        # a batch of their own (its state read first) on the same connection.
+                        state = None
+                        self._take_queued(batch)
         except Exception as exc:
+            # Nothing of `batch` is answered as done: every sender retries later. A bug must not acknowledge.
             self._settle(batch, self._failed(exc, len(batch)), started)
+            return upcoming
         return []
 
     def _failed(self, exc: Exception, count: int) -> list[ServiceUnavailable]:
@@ -164,8 +208,7 @@ class Batcher(Generic[ItemT, ResultT]):
         if is_unavailable(exc):
             log.warning("database failed during a batch", extra={"error": exc.__class__.__name__})
         else:
-            log.exception(f"{self.name} batch failed", extra={"batch_size": count})
-        # Nothing of it is answered as done: every sender retries later. A bug must not acknowledge.
+            log.exception(f"{self._labels.name} batch failed", extra={"batch_size": count})
         return [DatabaseUnavailable(exc.__class__.__name__)] * count
 
     def _settle(

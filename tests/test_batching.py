@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from sync_service.batching import Batcher
+from sync_service.batching import Batcher, Labels
 from sync_service.errors import DatabaseUnavailable, Overloaded
 from sync_service.users.reader import UserReader
 
@@ -31,29 +31,24 @@ class Gate:
         return list(await conn.fetchval("SELECT array_agg(x * 10) FROM unnest($1::int[]) AS x", items))
 
 
-class Calling(Batcher[int, int]):
-    """A Batcher whose batches are handed to a function."""
-
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        apply: Callable[[asyncpg.Connection, Sequence[int]], Awaitable[list[int]]],
-        **settings: float,
-    ) -> None:
-        defaults: dict[str, float] = {"batch_size": 10, "queue_size": 100, "workers": 1, "timeout": 5}
-        defaults.update(settings)
-        super().__init__(
-            pool,
-            batch_size=int(defaults["batch_size"]),
-            queue_size=int(defaults["queue_size"]),
-            workers=int(defaults["workers"]),
-            timeout=defaults["timeout"],
-            acquire_timeout=1,
-        )
-        self.apply = apply
-
-    async def _apply(self, conn: asyncpg.Connection, items: Sequence[int]) -> list[int]:
-        return await self.apply(conn, items)
+def calling(
+    pool: asyncpg.Pool,
+    apply: Callable[[asyncpg.Connection, Sequence[int]], Awaitable[list[int]]],
+    **settings: float,
+) -> Batcher[int, int]:
+    """A Batcher whose batches are handed to `apply`."""
+    defaults: dict[str, float] = {"batch_size": 10, "queue_size": 100, "workers": 1, "timeout": 5}
+    defaults.update(settings)
+    return Batcher(
+        pool,
+        apply,
+        labels=Labels(name="test", worker="test", queue_full="test queue is full", timed_out="timed out"),
+        batch_size=int(defaults["batch_size"]),
+        queue_size=int(defaults["queue_size"]),
+        workers=int(defaults["workers"]),
+        timeout=defaults["timeout"],
+        acquire_timeout=1,
+    )
 
 
 @pytest.fixture
@@ -67,7 +62,7 @@ async def pool(migrated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 async def test_items_that_arrive_together_share_a_batch_and_get_their_own_results(pool: asyncpg.Pool) -> None:
     gate = Gate()
-    work = Calling(pool, gate.apply)
+    work = calling(pool, gate.apply)
     await work.start()
     first = asyncio.create_task(work.submit(1))
     await asyncio.sleep(0.1)  # the worker holds 1 behind the gate; 2..25 queue up meanwhile
@@ -81,8 +76,7 @@ async def test_items_that_arrive_together_share_a_batch_and_get_their_own_result
 
 async def test_full_queue_and_late_answers_are_overloaded(pool: asyncpg.Pool) -> None:
     gate = Gate()
-    work = Calling(pool, gate.apply, queue_size=1, timeout=0.3)
-    work.queue_full = "test queue is full"
+    work = calling(pool, gate.apply, queue_size=1, timeout=0.3)
     await work.start()
     held = asyncio.create_task(work.submit(1))
     await asyncio.sleep(0.05)
@@ -107,7 +101,7 @@ async def test_database_failure_answers_the_whole_batch_unavailable(migrated_dat
             await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
             return list(items)
 
-        work = Calling(pool, lose_the_connection, queue_size=10)
+        work = calling(pool, lose_the_connection, queue_size=10)
         await work.start()
         answers = await asyncio.gather(*(work.submit(i) for i in range(3)), return_exceptions=True)
         assert all(isinstance(a, DatabaseUnavailable) for a in answers), answers
@@ -129,7 +123,7 @@ async def test_a_bug_is_unavailable_not_acknowledged(pool: asyncpg.Pool) -> None
     async def broken(conn: asyncpg.Connection, items: Sequence[int]) -> list[int]:
         raise ZeroDivisionError
 
-    work = Calling(pool, broken, queue_size=10)
+    work = calling(pool, broken, queue_size=10)
     await work.start()
     logger = logging.getLogger("sync_service.batching")
     records = Records()
@@ -145,7 +139,7 @@ async def test_a_bug_is_unavailable_not_acknowledged(pool: asyncpg.Pool) -> None
 
 async def test_close_answers_everything_queued_then_refuses(pool: asyncpg.Pool) -> None:
     gate = Gate()
-    work = Calling(pool, gate.apply, batch_size=2)
+    work = calling(pool, gate.apply, batch_size=2)
     await work.start()
     tasks = [asyncio.create_task(work.submit(i)) for i in range(5)]
     await asyncio.sleep(0.05)

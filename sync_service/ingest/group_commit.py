@@ -12,32 +12,32 @@ more writers only help when a batch can be held up for long (locks taken elsewhe
 
 Backpressure: a full queue, or a delivery still uncommitted after `timeout`, is answered 503 with
 Retry-After instead of letting memory or latency grow. Nothing is acknowledged before its commit.
-(The queue, the deadlines and the failure policy are `batching.Batcher`'s, shared with the user reads;
-the writer loop with its read-ahead is this module's.)
+(The queue, the writer loop, the deadlines and the failure policy are `batching.Batcher`'s, shared with
+the user reads; this module hands it the ingest core as a `ReadAhead`.)
 """
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 
-from sync_service.batching import Batch, Batcher, BatchObserver
-from sync_service.database import acquire
-from sync_service.ingest.core import BatchState, Result, apply_and_read_ahead, read_state
+from sync_service.batching import Batcher, BatchObserver, Labels, ReadAhead
+from sync_service.ingest.core import Result, apply_and_read_ahead, read_state
 from sync_service.ingest.records import Delivery
 
 __all__ = ["BatchObserver", "GroupCommitter"]
 
-_Batch = Batch[Delivery, Result]
+_LABELS = Labels(
+    name="ingest",
+    worker="ingest-writer",
+    queue_full="ingest queue is full",
+    # The delivery may still commit; the sender's retry is then answered "duplicate".
+    timed_out="timed out waiting for the commit",
+)
+_INGEST_CORE = ReadAhead(read=read_state, apply=apply_and_read_ahead)
 
 
 class GroupCommitter(Batcher[Delivery, Result]):
-    name = "ingest"
-    worker_name = "ingest-writer"
-    queue_full = "ingest queue is full"
-    # The delivery may still commit; the sender's retry is then answered "duplicate".
-    timed_out = "timed out waiting for the commit"
+    """`await committer.submit(delivery)`: its result, once the transaction holding it committed."""
 
     def __init__(
         self,
@@ -52,6 +52,8 @@ class GroupCommitter(Batcher[Delivery, Result]):
     ) -> None:
         super().__init__(
             pool,
+            _INGEST_CORE,
+            labels=_LABELS,
             batch_size=batch_size,
             queue_size=queue_size,
             workers=writers,
@@ -59,34 +61,3 @@ class GroupCommitter(Batcher[Delivery, Result]):
             acquire_timeout=acquire_timeout,
             on_batch=on_batch,
         )
-
-    async def _serve(self, batch: _Batch) -> _Batch:
-        """Apply `batch` and answer its waiters; whatever is queued when its write is sent becomes the next
-        batch, whose state that write reads along. Goes on while there is work, on one connection (see
-        `Batcher._serve`); after a failure returns the batch taken but not yet applied."""
-        loop = asyncio.get_running_loop()
-        state: BatchState | None = None
-        upcoming: _Batch = []
-        started = loop.time()
-        try:
-            async with acquire(self._pool, self._acquire_timeout) as conn:
-                while batch:
-                    deliveries = [delivery for delivery, _ in batch]
-                    upcoming = []
-                    if state is None:
-                        state = await read_state(conn, deliveries)
-                    self._take_queued(upcoming)
-                    outcomes, state = await apply_and_read_ahead(
-                        conn, deliveries, state, [delivery for delivery, _ in upcoming]
-                    )
-                    self._settle(batch, outcomes, started)
-                    batch, started = upcoming, loop.time()
-                    if not batch:
-                        # Nothing was queued when the write went out, but deliveries may have come in since:
-                        # they start a batch of their own (its state read first) on the same connection.
-                        self._take_queued(batch)
-        except Exception as exc:
-            # Nothing of `batch` was committed: every sender retries later. A bug must not acknowledge.
-            self._settle(batch, self._failed(exc, len(batch)), started)
-            return upcoming
-        return []

@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from sync_service import sql
-from sync_service.batching import Batcher
+from sync_service.batching import Batcher, Labels
 
 # Better Auth's own date format (UTC, milliseconds, "Z"), so the frontend sees the values it sent.
 # (`extra_json_schema["extra"]` is how Litestar takes extra OpenAPI schema keys from a msgspec field.)
@@ -54,14 +54,11 @@ class UserReader(Batcher[str, User | None]):
     its request arrived, so it sees every write committed before that (read-your-writes).
     """
 
-    name = "read"
-    worker_name = "user-reader"
-    queue_full = "read queue is full"
-    timed_out = "timed out waiting for the read"
-
     def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float, command_timeout: float) -> None:
         super().__init__(
             pool,
+            read_users,
+            labels=_LABELS,
             batch_size=READ_BATCH_SIZE,
             queue_size=READ_QUEUE_SIZE,
             workers=READERS,
@@ -70,15 +67,25 @@ class UserReader(Batcher[str, User | None]):
             acquire_timeout=acquire_timeout,
         )
 
-    async def _apply(self, conn: asyncpg.Connection, items: Sequence[str]) -> list[User | None]:
-        try:
-            return await fetch_users(conn, items)
-        except _PER_ITEM_ERRORS:
-            if len(items) == 1:
-                return [None]  # the one id PostgreSQL refused names no user
-        # One id refused (the routes let none through that could be): the others are read on their own,
-        # so it never fails another's request; a real outage still fails them all (503).
-        return [(await self._apply(conn, [item]))[0] for item in items]
+
+_LABELS = Labels(
+    name="read",
+    worker="user-reader",
+    queue_full="read queue is full",
+    timed_out="timed out waiting for the read",
+)
+
+
+async def read_users(conn: asyncpg.Connection, user_ids: Sequence[str]) -> list[User | None]:
+    """One batch of reads: `fetch_users`, except that an id PostgreSQL refuses fails only its own read."""
+    try:
+        return await fetch_users(conn, user_ids)
+    except _PER_ITEM_ERRORS:
+        if len(user_ids) == 1:
+            return [None]  # the one id PostgreSQL refused names no user
+    # One id refused (the routes let none through that could be): the others are read on their own,
+    # so it never fails another's request; a real outage still fails them all (503).
+    return [(await read_users(conn, [user_id]))[0] for user_id in user_ids]
 
 
 # Errors an id's own value can cause (22xxx: text PostgreSQL refuses; 54xxx: too long for an index).
