@@ -7,7 +7,6 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
@@ -28,6 +27,7 @@ from sync_service.users.middleware import BearerAuthMiddleware
 from sync_service.users.reader import UserReader
 from sync_service.users.tokens import build_token_verifier
 from sync_service.webhooks import routes as webhooks
+from sync_service.webhooks.events import Rules
 from sync_service.webhooks.receiver import WebhookReceiver
 from sync_service.webhooks.signatures import SignatureVerifier
 
@@ -76,8 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.receiver = WebhookReceiver(
             verifier=verifier,
             committer=committer,
-            user_id_format=settings.user_id_format,
-            clock_skew=_seconds(settings.webhook_clock_skew_seconds),
+            rules=Rules.from_settings(settings),
             observe=monitoring.observe_delivery,
         )
         try:
@@ -169,9 +168,3 @@ def _cors(settings: Settings) -> CORSConfig | None:
         allow_credentials=True,
         max_age=600,
     )
-
-
-def _seconds(value: float) -> Any:
-    from datetime import timedelta
-
-    return timedelta(seconds=value)

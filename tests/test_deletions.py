@@ -13,7 +13,7 @@ import pytest
 from sync_service import sql
 from sync_service.ingest.core import apply_batch
 from sync_service.ingest.records import Delivery
-from sync_service.webhooks.events import parse_delivery
+from sync_service.webhooks.events import Rules, parse_delivery
 from tests.support import ServiceUnderTest, deliver, encode, envelope, iso, user_data
 from tests.test_replay import outcomes, replay
 
@@ -21,7 +21,7 @@ BASE = datetime.now(UTC) - timedelta(hours=1)
 
 
 def _delivery(message_id: str, payload: Any) -> Delivery:
-    return parse_delivery(message_id, encode(payload), user_id_format="uuid", clock_skew=timedelta(minutes=5))
+    return parse_delivery(message_id, encode(payload), Rules("uuid", timedelta(minutes=5)))
 
 
 class _CountingConnection:

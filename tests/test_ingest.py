@@ -14,7 +14,7 @@ import msgspec
 from sync_service import sql
 from sync_service.ingest.core import BatchState, apply_and_read_ahead, apply_batch
 from sync_service.ingest.records import Delivery, Outcome
-from sync_service.webhooks.events import parse_delivery
+from sync_service.webhooks.events import Rules, parse_delivery
 from tests.support import deliver, encode, envelope, iso, make_settings, start_service, user_data
 
 BASE = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -24,8 +24,7 @@ def _delivery(message_id: str, payload: Any, user_id_format: str = "uuid") -> De
     return parse_delivery(
         message_id,
         encode(payload),
-        user_id_format=user_id_format,  # type: ignore[arg-type]
-        clock_skew=timedelta(minutes=5),
+        Rules(user_id_format, timedelta(minutes=5)),  # type: ignore[arg-type]
         received_at=datetime.now(UTC),
     )
 

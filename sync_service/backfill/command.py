@@ -39,7 +39,8 @@ from sync_service.database import connection_failure, create_pool
 from sync_service.replay.command import few_gc_passes, run_bulk
 from sync_service.replay.report import OUTCOMES, Progress
 from sync_service.replay.sources import ReplayEvent
-from sync_service.replay.targets import DirectTarget, Rules
+from sync_service.replay.targets import DirectTarget, parse_event
+from sync_service.webhooks.events import Rules
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DRIFT = 0, 1, 2, 3
 DRIFT_KINDS = ("missing", "different", "extra", "rejected")
@@ -287,7 +288,7 @@ async def _reconcile(
     source: asyncpg.Connection,
     ours: asyncpg.Connection,
 ) -> None:
-    rules = Rules(options.user_id_format, options.clock_skew)
+    rules = options.rules
     progress = Progress(sys.stderr, await source.fetchval(table.count), label="backfill", unit="users") if (
         sys.stderr.isatty()
     ) else None  # fmt: skip
@@ -330,7 +331,7 @@ async def _compare(rows: list[SourceRow], rules: Rules, summary: Summary, ours: 
     received_at = datetime.now(UTC)
     valid: dict[str, SourceRow] = {}
     for row in rows:
-        delivery = rules.parse(_event(row), message_id(row), received_at)
+        delivery = parse_event(rules, _event(row), message_id(row), received_at)
         if delivery.rejection is not None:
             summary.drift["rejected"].add(row.id, str(delivery.rejection))
         else:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from datetime import timedelta
 
-from sync_service.config import DatabaseSettings, Settings, UserIdFormat
+from sync_service.config import DatabaseSettings, Settings
 from sync_service.errors import ConfigError
 from sync_service.replay.options import bounded_int
+from sync_service.webhooks.events import Rules
 
 SOURCE_URL_VARIABLE = "BETTER_AUTH_DATABASE_URL"
 
@@ -44,8 +44,7 @@ class BackfillOptions:
     source: DatabaseSettings  # Better Auth's database
     table: str
     database: DatabaseSettings  # ours (DATABASE_URL)
-    user_id_format: UserIdFormat
-    clock_skew: timedelta
+    rules: Rules  # the service's validation settings: a row is checked as its webhook would be
     dry_run: bool
     delete_missing: bool
     max_delete_fraction: float
@@ -102,8 +101,7 @@ def resolve(args: argparse.Namespace, settings: Settings) -> BackfillOptions:
         source=source,
         table=args.table,
         database=settings.database,
-        user_id_format=settings.user_id_format,
-        clock_skew=timedelta(seconds=settings.webhook_clock_skew_seconds),
+        rules=Rules.from_settings(settings),
         dry_run=args.dry_run,
         delete_missing=args.delete_missing,
         max_delete_fraction=args.max_delete_fraction,

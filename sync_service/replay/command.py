@@ -39,7 +39,6 @@ from sync_service.replay.targets import (
     Assigned,
     DirectTarget,
     HttpTarget,
-    Rules,
     Sink,
     Target,
     ValidateOnlyTarget,
@@ -214,12 +213,12 @@ class _ConflictRetry:
 def _target(options: Options, sink: Sink) -> Target:
     if options.database is not None:
         return DirectTarget(
-            options.database, Rules(options.user_id_format, options.clock_skew), sink,
+            options.database, options.rules, sink,
             connections=options.connections, batch_size=options.batch_size,
             dry_run=options.dry_run, max_attempts=options.max_attempts,
         )  # fmt: skip
     if options.dry_run:
-        return ValidateOnlyTarget(Rules(options.user_id_format, options.clock_skew), sink)
+        return ValidateOnlyTarget(options.rules, sink)
     assert options.url is not None
     assert options.secret is not None
     return HttpTarget(

@@ -14,8 +14,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sync_service.config import DatabaseSettings, Settings, UserIdFormat
+from sync_service.config import DatabaseSettings, Settings
 from sync_service.errors import ConfigError
+from sync_service.webhooks.events import Rules
 
 DESCRIPTION = """\
 Re-apply webhook payloads (the same as scripts/replay_webhooks.py).
@@ -141,8 +142,7 @@ class Options:
     url: str | None
     database: DatabaseSettings | None  # --direct's target
     secret: bytes | None  # --url's signing key
-    user_id_format: UserIdFormat  # the service's validation settings, for --direct and --dry-run
-    clock_skew: timedelta
+    rules: Rules  # the service's validation settings, for --direct and --dry-run
     dry_run: bool
     id_mode: str  # content | keep | random
     batch_size: int
@@ -224,8 +224,7 @@ def resolve(args: argparse.Namespace, settings: Settings) -> Options:
         url=url,
         database=settings.database if args.direct else None,
         secret=secret,
-        user_id_format=settings.user_id_format,
-        clock_skew=timedelta(seconds=settings.webhook_clock_skew_seconds),
+        rules=Rules.from_settings(settings),
         dry_run=args.dry_run,
         id_mode=id_mode,
         batch_size=args.batch_size,

@@ -19,22 +19,22 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 import asyncpg
 import msgspec
 
 from sync_service import sql
-from sync_service.config import DatabaseSettings, UserIdFormat
+from sync_service.config import DatabaseSettings
 from sync_service.database import create_pool, is_unavailable
 from sync_service.errors import MalformedBody
 from sync_service.ingest.core import Result, apply_batch
 from sync_service.ingest.records import Delivery
 from sync_service.replay.report import WOULD_SEND
 from sync_service.replay.sources import ReplayEvent, user_id_of
-from sync_service.webhooks.events import check_message_id, parse_delivery
+from sync_service.webhooks.events import Rules, check_message_id, parse_delivery
 
 if TYPE_CHECKING:
     import aiohttp
@@ -65,23 +65,14 @@ class Target(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """The validation settings the service itself uses (USER_ID_FORMAT, WEBHOOK_CLOCK_SKEW_SECONDS)."""
-
-    user_id_format: UserIdFormat
-    clock_skew: timedelta
-
-    def parse(self, event: ReplayEvent, message_id: str, received_at: datetime) -> Delivery:
-        """Raises `MalformedBody` for a bad message id or a payload that is not a JSON object."""
-        check_message_id(message_id)
-        try:
-            return parse_delivery(
-                message_id, event.payload, user_id_format=self.user_id_format, clock_skew=self.clock_skew,
-                received_at=received_at,
-            )  # fmt: skip
-        except UnicodeDecodeError:
-            raise MalformedBody("payload is not UTF-8") from None
+def parse_event(rules: Rules, event: ReplayEvent, message_id: str, received_at: datetime) -> Delivery:
+    """The event as the route would take it. Raises `MalformedBody` for a bad message id or a payload that
+    is not a JSON object."""
+    check_message_id(message_id)
+    try:
+        return parse_delivery(message_id, event.payload, rules, received_at=received_at)
+    except UnicodeDecodeError:
+        raise MalformedBody("payload is not UTF-8") from None
 
 
 def _received_now() -> datetime:
@@ -193,7 +184,7 @@ class DirectTarget:
         received_at = _received_now()
         for count, (event, message_id) in enumerate(events, 1):
             try:
-                delivery = self._rules.parse(event, message_id, received_at)
+                delivery = parse_event(self._rules, event, message_id, received_at)
             except MalformedBody as exc:
                 self._sink(event, message_id, "failed", str(exc))
                 continue
@@ -473,7 +464,7 @@ class ValidateOnlyTarget:
         received_at = _received_now()
         for event, message_id in events:
             try:
-                delivery = self._rules.parse(event, message_id, received_at)
+                delivery = parse_event(self._rules, event, message_id, received_at)
             except MalformedBody as exc:
                 self._sink(event, message_id, "failed", str(exc), 400)
                 continue

@@ -10,12 +10,13 @@ before a final newline).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
 
-from sync_service.config import STORABLE_USER_ID, UserIdFormat
+from sync_service.config import STORABLE_USER_ID, Settings, UserIdFormat
 from sync_service.errors import MalformedBody
 from sync_service.ingest.payloads import UnstorablePayload, needs_rewrite, storable_payload
 from sync_service.ingest.records import Deletion, Delivery, Rejection, UserRow
@@ -34,6 +35,19 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _OPAQUE_ID = STORABLE_USER_ID  # USER_ID_FORMAT=opaque: any id the service can store
 _MESSAGE_ID = re.compile(r"[\x21-\x7e]{1,255}")
 _EMAIL_MAX, _LOCAL_PART_MAX, _LABEL_MAX = 254, 64, 63
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """How an event is validated (USER_ID_FORMAT, WEBHOOK_CLOCK_SKEW_SECONDS): the same for the route,
+    replay and backfill."""
+
+    user_id_format: UserIdFormat
+    clock_skew: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Rules:
+        return cls(settings.user_id_format, timedelta(seconds=settings.webhook_clock_skew_seconds))
 
 
 class Envelope(msgspec.Struct):
@@ -63,9 +77,8 @@ def check_message_id(message_id: str) -> str:
 def parse_delivery(
     message_id: str,
     body: bytes,
+    rules: Rules,
     *,
-    user_id_format: UserIdFormat,
-    clock_skew: timedelta,
     received_at: datetime | None = None,
 ) -> Delivery:
     """Decode and validate one verified body. Raises `MalformedBody` only when it is not a JSON object."""
@@ -100,7 +113,7 @@ def parse_delivery(
             rejection=Rejection("timestamp", "is out of range"),
         )  # fmt: skip
     if envelope.type == DELETED:
-        return _deletion(message_id, body, envelope, received_at, user_id_format)
+        return _deletion(message_id, body, envelope, received_at, rules.user_id_format)
     if envelope.type not in HANDLED_TYPES:
         return Delivery(message_id, _safe_type(envelope.type), envelope.timestamp, received_at, payload, None)
 
@@ -115,7 +128,7 @@ def parse_delivery(
             message_id, envelope.type, envelope.timestamp, received_at, payload, loose_id, rejection=bad_shape
         )
 
-    rejection = validate_user(data, user_id_format=user_id_format, clock_skew=clock_skew, now=received_at)
+    rejection = validate_user(data, rules, now=received_at)
     user_id = data.id if _OPAQUE_ID.fullmatch(data.id) else None
     if rejection is not None:
         return Delivery(
@@ -187,11 +200,9 @@ def _id_rejection(user_id: object, user_id_format: UserIdFormat) -> Rejection | 
     return None
 
 
-def validate_user(
-    data: UserData, *, user_id_format: UserIdFormat, clock_skew: timedelta, now: datetime
-) -> Rejection | None:
+def validate_user(data: UserData, rules: Rules, *, now: datetime) -> Rejection | None:
     """The seed's rules, plus what PostgreSQL cannot store. Returns the first problem found."""
-    if (rejection := _id_rejection(data.id, user_id_format)) is not None:
+    if (rejection := _id_rejection(data.id, rules.user_id_format)) is not None:
         return rejection
     if not _email_ok(data.email):
         return Rejection("data.email", "is not a valid email address")
@@ -199,7 +210,7 @@ def validate_user(
         if not _utc_representable(moment):
             return Rejection(field, "is out of range")
         # updatedAt orders writes: one far in the future would make its row immune to every later update.
-        if moment > now + clock_skew:
+        if moment > now + rules.clock_skew:
             return Rejection(field, "is in the future")
     if data.updated_at < data.created_at:
         return Rejection("data.updatedAt", "is earlier than createdAt")

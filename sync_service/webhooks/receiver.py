@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from sync_service.config import UserIdFormat
 from sync_service.ingest.group_commit import GroupCommitter
 from sync_service.ingest.records import Outcome
+from sync_service.webhooks.events import Rules
 from sync_service.webhooks.signatures import SignatureVerifier
 
 
@@ -16,6 +15,5 @@ from sync_service.webhooks.signatures import SignatureVerifier
 class WebhookReceiver:
     verifier: SignatureVerifier
     committer: GroupCommitter
-    user_id_format: UserIdFormat
-    clock_skew: timedelta
+    rules: Rules
     observe: Callable[[str, Outcome, float], None] = field(default=lambda _type, _outcome, _seconds: None)

@@ -77,8 +77,7 @@ async def receive_better_auth_webhook(request: Request[Any, Any, Any], body: Raw
     delivery = parse_delivery(
         message_id,
         body,
-        user_id_format=receiver.user_id_format,
-        clock_skew=receiver.clock_skew,
+        receiver.rules,
         received_at=datetime.now(UTC),
     )
     result = await receiver.committer.submit(delivery)
