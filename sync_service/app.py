@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -10,25 +9,20 @@ from collections.abc import AsyncIterator
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from sync_service import __version__
 from sync_service.config import Settings, load_settings
-from sync_service.database import create_pool, warm_up
 from sync_service.error_handlers import exception_handlers
-from sync_service.ingest.group_commit import GroupCommitter
-from sync_service.ops import health, metrics_route, monitoring
+from sync_service.ops import health, metrics_route
 from sync_service.ops.request_log import RequestLog
+from sync_service.services import open_services
 from sync_service.users import routes as users
 from sync_service.users.middleware import BearerAuthMiddleware
-from sync_service.users.reader import UserReader
 from sync_service.users.tokens import build_token_verifier
 from sync_service.webhooks import routes as webhooks
-from sync_service.webhooks.events import Rules
-from sync_service.webhooks.receiver import WebhookReceiver
 from sync_service.webhooks.signatures import SignatureVerifier
 
 log = logging.getLogger(__name__)
@@ -39,8 +33,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     if settings.database is None:
         raise RuntimeError("create_app needs a database; `sync-service serve` starts an embedded one")
-    verifier = SignatureVerifier(settings.webhook_secrets)
+    database = settings.database
+    # Built here, not in the lifespan: a secret it refuses fails `create_app`, before the server starts.
+    signatures = SignatureVerifier(settings.webhook_secrets)
     token_verifier = build_token_verifier(settings)
+
+    @contextlib.asynccontextmanager
+    async def services_lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_services(settings, database, signatures) as services:
+            app.state.services = services
+            yield
 
     @contextlib.asynccontextmanager
     async def auth_lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -48,48 +50,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
         finally:
             await token_verifier.aclose()  # its JWKS HTTP client, opened on the first token
-
-    @contextlib.asynccontextmanager
-    async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
-        assert settings.database is not None
-        pool = await create_pool(settings.database)
-        await warm_up(pool, min(settings.database.pool_size, 4))
-        committer = GroupCommitter(
-            pool,
-            batch_size=settings.ingest_batch_size,
-            queue_size=settings.ingest_queue_size,
-            writers=settings.ingest_writers,
-            timeout=settings.ingest_timeout_seconds,
-            acquire_timeout=settings.database.acquire_timeout,
-            on_batch=monitoring.observe_batch,
-        )
-        await committer.start()
-        reader = UserReader(
-            pool,
-            acquire_timeout=settings.database.acquire_timeout,
-            command_timeout=settings.database.command_timeout,
-        )
-        await reader.start()
-        app.state.pool = pool
-        app.state.reader = reader
-        app.state.committer = committer
-        app.state.receiver = WebhookReceiver(
-            verifier=verifier,
-            committer=committer,
-            rules=Rules.from_settings(settings),
-            observe=monitoring.observe_delivery,
-        )
-        try:
-            yield
-        finally:
-            # uvicorn has stopped accepting and let in-flight requests finish: what is still queued
-            # belongs to requests that wait for their answer, so it is committed before the pool closes.
-            await committer.close()
-            await reader.close()
-            try:
-                await asyncio.wait_for(pool.close(), timeout=10)
-            except TimeoutError:
-                pool.terminate()
 
     webhook_router = Router(
         path="/webhooks",
@@ -108,8 +68,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[webhook_router, health_router, users_router, metrics_route.metrics_endpoint],
-        lifespan=[database_lifespan, auth_lifespan, _long_lived_objects_frozen],
-        state=State({"settings": settings}),
+        lifespan=[services_lifespan, auth_lifespan, _long_lived_objects_frozen],
         exception_handlers=dict(exception_handlers(settings)),
         cors_config=_cors(settings),
         openapi_config=OpenAPIConfig(

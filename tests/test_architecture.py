@@ -18,7 +18,13 @@ FOUNDATION = frozenset(
      "sync_service.database", "sync_service.batching", "sync_service.http_protocol"}
 )  # fmt: skip
 WIRING = frozenset(
-    {"sync_service.app", "sync_service.cli", "sync_service.error_handlers", "sync_service.__main__"}
+    {
+        "sync_service.app",
+        "sync_service.cli",
+        "sync_service.error_handlers",
+        "sync_service.services",
+        "sync_service.__main__",
+    }
 )
 
 # package -> what it may import besides itself and the foundation (a package, or one module of one).

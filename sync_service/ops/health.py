@@ -31,9 +31,9 @@ async def live() -> dict[str, str]:
     security=[],
 )
 async def ready(state: State) -> Response[dict[str, Any]]:
-    pool: asyncpg.Pool = state.pool
+    pool: asyncpg.Pool = state.services.pool
     try:
-        async with pool.acquire(timeout=state.settings.database.acquire_timeout) as conn:
+        async with pool.acquire(timeout=state.services.database.acquire_timeout) as conn:
             try:
                 applied = {r[0] for r in await conn.fetch(sql.APPLIED_MIGRATIONS)}
             except asyncpg.exceptions.UndefinedTableError:

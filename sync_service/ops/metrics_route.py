@@ -14,8 +14,8 @@ _DATABASE_TIMEOUT_SECONDS = 1.0
 @get("/metrics", summary="Prometheus metrics (text exposition format)", security=[], tags=["operations"])
 async def metrics_endpoint(request: Request[object, object, State], state: State) -> Response[bytes]:
     body, content_type = await monitoring.scrape(
-        state.pool,
-        state.committer.queued,
+        state.services.pool,
+        state.services.committer.queued,
         accept=request.headers.get("accept", ""),
         db_timeout=_DATABASE_TIMEOUT_SECONDS,
     )

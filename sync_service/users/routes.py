@@ -86,5 +86,5 @@ def _found(user: User | None) -> ASGIResponse:
 def _reader(request: Request[Principal, Any, Any]) -> UserReader:
     # Taken from the app state rather than injected: dependency resolution cost these routes more than
     # the database read itself.
-    reader: UserReader = request.app.state.reader
+    reader: UserReader = request.app.state.services.reader
     return reader

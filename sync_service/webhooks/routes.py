@@ -71,7 +71,7 @@ async def receive_better_auth_webhook(request: Request[Any, Any, Any], body: Raw
     started = time.perf_counter()
     # Taken from the app state rather than injected: dependency resolution cost this route about as much
     # as verifying the signature.
-    receiver: WebhookReceiver = request.app.state.receiver
+    receiver: WebhookReceiver = request.app.state.services.webhooks
     signed = signature_headers(request.scope["headers"])
     message_id = check_message_id(receiver.verifier.verify(body, signed))
     delivery = parse_delivery(
