@@ -16,8 +16,9 @@ from typing import Any
 
 from sync_service.config import DatabaseSettings, Settings, load_settings
 from sync_service.errors import ConfigError, MigrationError
+from sync_service.ingest.records import INBOX_STATUSES
 
-log = logging.getLogger("sync_service")
+log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "--older-than", required=True, type=_age, metavar="AGE", help="e.g. 30d, 12h, 15m, 90s"
     )
     prune.add_argument(
-        "--status", action="append", choices=_EVENT_STATUSES, help="only rows with this outcome (repeatable)"
+        "--status", action="append", choices=INBOX_STATUSES, help="only rows with this outcome (repeatable)"
     )
     prune.add_argument("--chunk-size", type=_positive, default=5_000, help="rows deleted per transaction")
     prune.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
@@ -101,9 +102,6 @@ def _add_backfill(verbs: Any) -> None:
     )  # fmt: skip
     add_backfill_arguments(backfill)
     backfill.set_defaults(handler=_backfill)
-
-
-_EVENT_STATUSES = ("applied", "stale", "ignored", "rejected", "conflict")
 
 
 def _age(text: str) -> timedelta:

@@ -13,7 +13,7 @@ from sync_service.config import Settings
 from sync_service.database import is_unavailable
 from sync_service.errors import ClientError, InvalidSignature, ServiceUnavailable
 
-log = logging.getLogger("sync_service.errors")
+log = logging.getLogger(__name__)
 
 Handler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
 

@@ -104,3 +104,22 @@ def test_every_subpackage_says_what_it_owns_and_may_import() -> None:
     for init in sorted(PACKAGE.glob("*/__init__.py")):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert "May import" in doc, f"{init.relative_to(PACKAGE.parent)} does not say what it may import"
+
+
+def test_every_module_logs_under_its_own_name() -> None:
+    # ops/logs.py's rule: `getLogger(__name__)`, except the access log's fixed name. A literal name
+    # elsewhere would give operators a `logger` field that names no module.
+    named = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Attribute)
+                and node.value.func.attr == "getLogger"
+                and any(isinstance(t, ast.Name) and t.id == "log" for t in node.targets)
+            ):
+                argument = ast.unparse(node.value.args[0]) if node.value.args else ""
+                if argument not in ("__name__", "ACCESS_LOGGER"):
+                    named.append(f"{path.relative_to(PACKAGE.parent)}: getLogger({argument})")
+    assert named == []

@@ -36,8 +36,9 @@ from sync_service.backfill.source import (
 )
 from sync_service.config import DatabaseSettings, Settings
 from sync_service.database import connection_failure, create_pool
+from sync_service.ingest.records import Outcome
 from sync_service.replay.command import few_gc_passes, run_bulk
-from sync_service.replay.report import OUTCOMES, Progress
+from sync_service.replay.report import NOT_DONE, OUTCOMES, Progress
 from sync_service.replay.sources import ReplayEvent
 from sync_service.replay.targets import DirectTarget, parse_event
 from sync_service.webhooks.events import Rules
@@ -118,7 +119,7 @@ class Summary:
             return EXIT_FAILED
         if self.options.dry_run:  # a monitor's question: in sync (0) or not (3), rejected rows included
             return EXIT_DRIFT if self.drift_total else EXIT_OK
-        failed = sum(self.outcomes[o] for o in ("rejected", "conflict", "failed"))
+        failed = sum(self.outcomes[o] for o in NOT_DONE)
         return EXIT_FAILED if failed or self.not_deleted else EXIT_OK
 
     def drift_line(self) -> str:
@@ -170,7 +171,7 @@ class Summary:
         return "\n".join(lines)
 
 
-_SHOWN_OUTCOMES = frozenset({"applied", "duplicate", "stale", "rejected"})
+_SHOWN_OUTCOMES = frozenset({Outcome.APPLIED, Outcome.DUPLICATE, Outcome.STALE, Outcome.REJECTED})
 
 
 async def run(options: BackfillOptions) -> int:
@@ -400,7 +401,7 @@ class _Applier:
             if len(self._held) >= len(held):
                 break
         for event, _ in self._held:
-            self._count("conflict", event, "email is held by another user id")
+            self._count(Outcome.CONFLICT, event, "email is held by another user id")
         self._held = []
         if self.target.aborted is not None:
             self._summary.stopped = self.target.aborted
@@ -427,19 +428,19 @@ class _Applier:
         status: int | None = None,
     ) -> None:
         if self._deleting:
-            if outcome == "applied":
+            if outcome == Outcome.APPLIED:
                 self._summary.deleted += 1
             else:
                 self._summary.not_deleted[outcome] = self._summary.not_deleted.get(outcome, 0) + 1
             return
-        if outcome == "conflict" and message_id is not None and len(self._held) < _MAX_HELD:
+        if outcome == Outcome.CONFLICT and message_id is not None and len(self._held) < _MAX_HELD:
             self._held.append((event, message_id))
             return
         self._count(outcome, event, detail)
 
     def _count(self, outcome: str, event: ReplayEvent, detail: str | None) -> None:
         self._summary.outcomes[outcome] = self._summary.outcomes.get(outcome, 0) + 1
-        if outcome in ("rejected", "conflict", "failed"):
+        if outcome in NOT_DONE:
             self._summary.drift["rejected"].add(
                 event.user_id or "?", f"{outcome}: {detail}" if detail else outcome
             )

@@ -34,7 +34,7 @@ import msgspec
 
 from sync_service import sql
 from sync_service.ingest.payloads import UnstorablePayload, storable_payload
-from sync_service.ingest.records import Delivery, Outcome, UserRow
+from sync_service.ingest.records import FINISHED_STATUSES, Delivery, Outcome, UserRow
 
 
 class Result(msgspec.Struct, frozen=True, gc=False):
@@ -55,11 +55,6 @@ _PER_DELIVERY_ERRORS = (
     asyncpg.exceptions.DataError,  # 22xxx, a value PostgreSQL refuses
     asyncpg.exceptions.ProgramLimitExceededError,  # 54xxx, e.g. index row too large
 )
-
-
-# Inbox statuses that end a message id for good: a later delivery of it is a duplicate. `rejected` and
-# `conflict` rows are evaluated again.
-_FINISHED = frozenset({"applied", "stale", "ignored"})
 
 
 @dataclass(slots=True)
@@ -233,7 +228,7 @@ def _state_from(rows: Sequence[asyncpg.Record]) -> BatchState:
             state.email_owner[row[3]] = row[1]
         elif kind == "t":
             state.tombstoned.add(row[1])
-        elif row[2] in _FINISHED:
+        elif row[2] in FINISHED_STATUSES:
             state.finished.add(row[1])
     return state
 

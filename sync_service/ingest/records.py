@@ -22,10 +22,15 @@ class Outcome(StrEnum):
 
     @property
     def acknowledged(self) -> bool:
-        return self in _ACKNOWLEDGED
+        return self in ACKNOWLEDGED
 
 
-_ACKNOWLEDGED = frozenset({Outcome.APPLIED, Outcome.DUPLICATE, Outcome.STALE, Outcome.IGNORED})
+ACKNOWLEDGED = frozenset({Outcome.APPLIED, Outcome.DUPLICATE, Outcome.STALE, Outcome.IGNORED})
+# What an inbox row's status can be: every outcome but `duplicate`, which is answered, never recorded.
+INBOX_STATUSES = tuple(outcome.value for outcome in Outcome if outcome is not Outcome.DUPLICATE)
+# Inbox statuses that end a message id for good: a later delivery of it is a duplicate. `rejected` and
+# `conflict` rows are evaluated again.
+FINISHED_STATUSES = frozenset({Outcome.APPLIED, Outcome.STALE, Outcome.IGNORED})
 
 
 # The per-delivery records below are frozen msgspec Structs rather than dataclasses: a frozen dataclass

@@ -2,6 +2,10 @@
 
 Callers pass context in `extra`; only identifiers and measurements go there, never secrets, tokens,
 emails, names or payloads.
+
+Logger names: every module logs as `logging.getLogger(__name__)`, so a line's `logger` field is the module
+that wrote it. The one exception is the access log (`ops.request_log`), named `ACCESS_LOGGER`
+("sync_service.http"): operators route or silence it by that name, so it must not move with the module.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+
+ACCESS_LOGGER = "sync_service.http"
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 # uvicorn adds `color_message` (its message with ANSI colours) to its own records: not worth a field.

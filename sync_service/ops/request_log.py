@@ -17,8 +17,9 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from sync_service.ops import metrics
+from sync_service.ops.logs import ACCESS_LOGGER
 
-log = logging.getLogger("sync_service.http")
+log = logging.getLogger(ACCESS_LOGGER)
 
 # Probes and scrapes arrive every few seconds; a successful one is only worth a DEBUG line.
 _QUIET_ROUTES = frozenset({"/health/live", "/health/ready", "/metrics"})

@@ -24,6 +24,7 @@ import msgspec
 from sync_service import sql
 from sync_service.config import Settings
 from sync_service.database import connection_failure, create_pool
+from sync_service.ingest.records import Outcome
 from sync_service.replay.options import Options, resolve
 from sync_service.replay.report import FailedOut, Progress, Report
 from sync_service.replay.sources import (
@@ -189,7 +190,7 @@ class _ConflictRetry:
         detail: str | None = None,
         status: int | None = None,
     ) -> None:
-        if outcome == "conflict" and self._enabled and len(self._held) < _MAX_HELD_CONFLICTS:
+        if outcome == Outcome.CONFLICT and self._enabled and len(self._held) < _MAX_HELD_CONFLICTS:
             self._held.append((event, message_id, detail, status))
             return
         self._report.record(event, message_id, outcome, detail, status)
@@ -206,7 +207,7 @@ class _ConflictRetry:
 
     def release(self) -> None:
         for event, message_id, detail, status in self._held:
-            self._report.record(event, message_id, "conflict", detail, status)
+            self._report.record(event, message_id, Outcome.CONFLICT, detail, status)
         self._held = []
 
 

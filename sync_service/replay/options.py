@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from sync_service.config import DatabaseSettings, Settings
 from sync_service.errors import ConfigError
+from sync_service.ingest.records import INBOX_STATUSES
 from sync_service.webhooks.events import Rules
 
 DESCRIPTION = """\
@@ -37,7 +38,6 @@ Exit status: 0 when every event ended applied, duplicate, stale or ignored; 1 wh
 conflicting or failed (or the run stopped early); 2 on a usage or configuration error.
 """
 
-INBOX_STATUSES = ("applied", "stale", "ignored", "rejected", "conflict")
 WEBHOOK_PATH = "/webhooks/better-auth"
 
 

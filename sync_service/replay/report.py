@@ -16,10 +16,12 @@ from typing import IO, Any, TextIO, cast
 
 import msgspec
 
+from sync_service.ingest.records import Outcome
 from sync_service.replay.sources import InvalidLine, ReplayEvent
 
-OUTCOMES = ("applied", "duplicate", "stale", "ignored", "rejected", "conflict", "failed")
-NOT_DONE = frozenset({"rejected", "conflict", "failed"})
+FAILED = "failed"  # replay's own outcome: the event could not be applied at all (retries exhausted)
+OUTCOMES = (*(outcome.value for outcome in Outcome), FAILED)
+NOT_DONE = frozenset({*(o.value for o in Outcome if not o.acknowledged), FAILED})
 WOULD_SEND = "would_send"  # --url --dry-run: valid locally; only the service can say what it would do
 
 _SHOWN_PROBLEMS = 50  # printed on stderr as they happen
@@ -147,11 +149,11 @@ class Report:
         self._tick()
 
     def invalid(self, line: InvalidLine) -> None:
-        self.counts["failed"] += 1
+        self.counts[FAILED] += 1
         self.invalid_lines += 1
         if self.failed_out is not None:
             self.failed_out.write_raw(line.raw)
-        self._problem(Problem(line.position, "failed", line.reason))
+        self._problem(Problem(line.position, FAILED, line.reason))
         self._tick()
 
     def _problem(self, problem: Problem) -> None:

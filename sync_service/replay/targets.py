@@ -31,8 +31,8 @@ from sync_service.config import DatabaseSettings
 from sync_service.database import create_pool, is_unavailable
 from sync_service.errors import MalformedBody
 from sync_service.ingest.core import Result, apply_batch
-from sync_service.ingest.records import Delivery
-from sync_service.replay.report import WOULD_SEND
+from sync_service.ingest.records import ACKNOWLEDGED, Delivery, Outcome
+from sync_service.replay.report import FAILED, WOULD_SEND
 from sync_service.replay.sources import ReplayEvent, user_id_of
 from sync_service.webhooks.events import Rules, check_message_id, parse_delivery
 
@@ -186,7 +186,7 @@ class DirectTarget:
             try:
                 delivery = parse_event(self._rules, event, message_id, received_at)
             except MalformedBody as exc:
-                self._sink(event, message_id, "failed", str(exc))
+                self._sink(event, message_id, FAILED, str(exc))
                 continue
             lane = hash(delivery.user_id or message_id) % lanes
             buffer = self._buffers[lane]
@@ -239,7 +239,7 @@ class DirectTarget:
                 self._sink(event, delivery.message_id, result.outcome, result.detail)
             return
         for event, delivery in batch:
-            self._sink(event, delivery.message_id, "failed", f"not applied: {self.aborted}")
+            self._sink(event, delivery.message_id, FAILED, f"not applied: {self.aborted}")
 
     async def _apply_once(self, conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[Result]:
         if not self._dry_run:
@@ -293,7 +293,6 @@ def _describe(exc: BaseException, attempts: int) -> str:
 
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_RETRY_AFTER = 60.0
-_ACKNOWLEDGED = frozenset({"applied", "duplicate", "stale", "ignored"})
 
 
 class _Answer(msgspec.Struct):
@@ -352,7 +351,7 @@ class HttpTarget:
             try:
                 check_message_id(message_id)
             except MalformedBody as exc:
-                self._sink(event, message_id, "failed", str(exc))
+                self._sink(event, message_id, FAILED, str(exc))
                 continue
             lane = hash(user_id_of(event) or message_id) % len(self._lanes.queues)
             await self._lanes.put(lane, (event, message_id))
@@ -376,12 +375,12 @@ class HttpTarget:
         status: int | None = None
         for attempt in range(1, self._max_attempts + 1):
             if self.aborted is not None:
-                self._sink(event, message_id, "failed", f"not sent: {self.aborted}")
+                self._sink(event, message_id, FAILED, f"not sent: {self.aborted}")
                 return
             try:
                 headers = sign(self._secret, message_id, int(time.time()), event.payload)
             except UnicodeDecodeError:
-                self._sink(event, message_id, "failed", "payload is not UTF-8")
+                self._sink(event, message_id, FAILED, "payload is not UTF-8")
                 return
             wait: float | None = None
             try:
@@ -398,7 +397,7 @@ class HttpTarget:
             if attempt < self._max_attempts:
                 await asyncio.sleep(wait if wait is not None else _backoff(attempt, cap=15.0))
         reason = f"{last} after {self._max_attempts} attempts"
-        self._sink(event, message_id, "failed", reason, status)
+        self._sink(event, message_id, FAILED, reason, status)
         if self.aborted is None:
             self.aborted = f"the service kept failing ({reason})"
             log.warning("replay stopped: %s", self.aborted)
@@ -417,15 +416,15 @@ class HttpTarget:
                 "service's secrets, and both clocks must agree within 5 minutes"
             )
             log.warning("replay stopped: %s", self.aborted)
-        if code == 200 and answer.status in _ACKNOWLEDGED:
+        if code == 200 and answer.status in ACKNOWLEDGED:
             self._sink(event, message_id, answer.status)
         elif code == 422:
-            self._sink(event, message_id, "rejected", answer.detail, code)
+            self._sink(event, message_id, Outcome.REJECTED, answer.detail, code)
         elif code == 409:
-            self._sink(event, message_id, "conflict", answer.detail, code)
+            self._sink(event, message_id, Outcome.CONFLICT, answer.detail, code)
         else:
             detail = answer.detail or reason or "unexpected answer"
-            self._sink(event, message_id, "failed", detail[:300], code)
+            self._sink(event, message_id, FAILED, detail[:300], code)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -466,12 +465,12 @@ class ValidateOnlyTarget:
             try:
                 delivery = parse_event(self._rules, event, message_id, received_at)
             except MalformedBody as exc:
-                self._sink(event, message_id, "failed", str(exc), 400)
+                self._sink(event, message_id, FAILED, str(exc), 400)
                 continue
             if delivery.rejection is not None:
-                self._sink(event, message_id, "rejected", str(delivery.rejection), 422)
+                self._sink(event, message_id, Outcome.REJECTED, str(delivery.rejection), 422)
             elif delivery.user is None:
-                self._sink(event, message_id, "ignored")
+                self._sink(event, message_id, Outcome.IGNORED)
             else:
                 self._sink(event, message_id, WOULD_SEND)
 

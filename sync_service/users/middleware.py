@@ -18,7 +18,7 @@ from litestar.types import ASGIApp
 from sync_service.errors import InvalidToken
 from sync_service.users.tokens import TokenVerifier
 
-log = logging.getLogger("sync_service.auth")
+log = logging.getLogger(__name__)
 
 REALM = "sync-service"
 _CHALLENGE = f'Bearer realm="{REALM}"'

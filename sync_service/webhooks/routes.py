@@ -19,7 +19,7 @@ from sync_service.webhooks.events import HANDLED_TYPES, check_message_id, parse_
 from sync_service.webhooks.receiver import WebhookReceiver
 from sync_service.webhooks.signatures import signature_headers
 
-log = logging.getLogger("sync_service.webhooks")
+log = logging.getLogger(__name__)
 
 _JSON = "application/json"
 
