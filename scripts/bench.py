@@ -2,6 +2,7 @@
 """Benchmark sync-service against the framework ceiling, on loopback, against a real PostgreSQL.
 
     .venv/bin/python scripts/bench.py --database-url postgresql://postgres@127.0.0.1:5432/postgres [--quick]
+        [--ingest-at 256]
 
 One run, bounded in time (about 2-4 minutes; --quick under 1 minute), that stops by itself:
 1. creates a throwaway database on the server (dropped at the end) and applies the migrations with
@@ -18,11 +19,16 @@ One run, bounded in time (about 2-4 minutes; --quick under 1 minute), that stops
    - the same kind of stream against a straightforward receiver (scripts/bench/per_request_app.py:
      svix, msgspec, one transaction per request, its own database): what group commit gains;
    - no-op GET and GET /users/me with EdDSA tokens (skipped when the route is not there);
+   - with --ingest-at C, after the rest: more deliveries at C connections (checked as well);
    - `sync-service replay --direct` events/s (skipped when the verb is not there);
-4. prints req/s, ratios, p50/p99 latency, CPU used by the service, PostgreSQL and wrk, the service's
-   RSS after the warm-up and after the N deliveries, its peak RSS (VmHWM) and the core count; checks
-   that every acknowledged delivery is in the inbox, every user row equals the newest update sent and
-   no deleted user is left.
+4. prints req/s, ratios, p50/p99 latency, CPU used by the service, PostgreSQL and wrk, the app's and
+   PostgreSQL's CPU per acknowledged delivery and per read against the no-op's app CPU per request,
+   the service's RSS after the warm-up and after the N deliveries, its peak RSS (VmHWM) and the core
+   count; checks that every acknowledged delivery is in the inbox, every user row equals the newest
+   update sent and no deleted user is left.
+
+Each phase is a module of scripts/bench/phases/; what they share (the plan, the apps, the figures so
+far) is scripts/bench/session.py; scripts/bench/report.py prints the report.
 
 Exit status: 0 when every correctness check passed (targets missed are reported, not fatal), 1 when a
 check failed, 2 when something needed is missing (wrk, a database URL).
@@ -31,7 +37,6 @@ check failed, 2 when something needed is missing (wrk, a database URL).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import os
@@ -43,8 +48,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import apps, checks, procfs, report
-from bench.phases import ingest, noop_post, per_request, reads, replay
+from bench import apps, procfs, report
+from bench.phases import ingest, many_connections, noop_post, per_request, reads, replay
 from bench.progress import log
 from bench.session import DEFAULT, QUICK, Plan, Session
 from bench.wrk import WrkMissing, find_wrk
@@ -101,15 +106,17 @@ def run(args: argparse.Namespace, plan: Plan, server_url: str) -> int:
         session.rss["peak"] = procfs.status_kib(running.service.pid, "VmHWM")
         session.rss["noop_peak"] = procfs.status_kib(running.noop.pid, "VmHWM")
         log("checking the database")
-        session.checks += asyncio.run(
-            checks.check_ingest(
-                running.database_url, ingested.sent, acknowledged=ingested.acknowledged,
-                answered_all=ingested.answered_all,
-            )
-        )  # fmt: skip
+        session.checks += ingested.check(running.database_url)
+        if args.ingest_at:
+            # After the main figures and checks (and the peak RSS), so that the flag changes none of them;
+            # before replay, whose rows are not deliveries the checks know.
+            ingested += many_connections.run(session, args.ingest_at)
+            log("checking the database again")
+            label = f"after the ingest at {args.ingest_at} connections: "
+            session.checks += ingested.check(running.database_url, label)
         replay.run(session)
         elapsed = time.monotonic() - started
-    print(report.render(session, quick=args.quick, elapsed=elapsed))
+    print(report.render(session, quick=args.quick, elapsed=elapsed, ingest_at=args.ingest_at))
     return 0 if all(c.passed for c in session.checks) else 1
 
 
@@ -122,7 +129,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quick", action="store_true", help="a shorter run (under a minute)")
     parser.add_argument("--deliveries", type=int, help="deliveries in the measured ingest phase")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--connections", type=int, default=32, help="wrk's connections (every phase but --ingest-at's)"
+    )
+    parser.add_argument(
+        "--ingest-at", type=int, metavar="CONNECTIONS",
+        help="after the main phases, send more deliveries at that many connections (e.g. 256) and print\n"
+        "req/s, latency, non-2xx and socket errors\n"
+        "(50,000 deliveries, --quick 5,000; at most 170 s, --quick 30 s)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (at most 2, at most the cores)")
     parser.add_argument(
         "--profile",

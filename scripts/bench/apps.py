@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bench.database import redacted, server_settings, throwaway_database
 from bench.jwks import JwksServer
@@ -36,6 +37,7 @@ class Apps:
     noop: App
     per_request: App
     database_url: str  # the service's
+    databases: frozenset[str]  # the names of the run's databases (the service's, the receiver's)
     postgres: str  # the server's version and the settings that move the figures
     cli: list[str]  # how to run `sync-service`
     service_env: dict[str, str]  # what the service's other verbs (migrate, replay) run with
@@ -92,6 +94,7 @@ def started(server_url: str, tmp: Path, overrides: Sequence[str]) -> Iterator[Ap
             noop=App(f"http://{HOST}:{noop_port}", noop.pid),
             per_request=App(f"http://{HOST}:{baseline_port}", baseline.pid),
             database_url=db_url,
+            databases=frozenset(urlsplit(url).path.lstrip("/") for url in (db_url, baseline_db)),
             postgres=postgres,
             cli=cli,
             service_env=verbs_env,

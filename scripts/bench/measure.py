@@ -17,31 +17,41 @@ from bench.session import Figures, Session
 from bench.wrk import run_wrk
 
 
-def measure(session: Session, name: str, app: App, prefix: Path, *, mode: str, seconds: float) -> Figures:
-    """wrk with the requests in `prefix.N` (see wrk.run_wrk for `mode`); the figures are kept in
-    `session.figures[name]` and returned."""
+def measure(
+    session: Session,
+    name: str,
+    app: App,
+    prefix: Path,
+    *,
+    mode: str,
+    seconds: float,
+    connections: int | None = None,
+) -> Figures:
+    """wrk with the requests in `prefix.N` (see wrk.run_wrk for `mode`) at `connections` (the run's by
+    default); the figures are kept in `session.figures[name]` and returned."""
     log(f"{name}: {'up to ' if mode == 'once' else ''}{seconds:g} s")
-    app_before, pg_before = procfs.cpu_seconds(app.pid), procfs.cpu_seconds_named("postgres")
+    app_before, pg_before = procfs.cpu_seconds(app.pid), procfs.postgres_cpu()
     busy_before = procfs.machine_busy_seconds()
     wall = time.monotonic()
     result = run_wrk(
-        app.url, prefix, mode=mode, threads=session.threads, connections=session.connections,
-        duration_s=seconds,
+        app.url, prefix, mode=mode, threads=session.threads,
+        connections=connections or session.connections, duration_s=seconds,
     )  # fmt: skip
     wall = time.monotonic() - wall
-    figures = Figures(name, result)
-    figures.cpu = {
-        "app": (procfs.cpu_seconds(app.pid) - app_before) / wall,
-        "postgres": (procfs.cpu_seconds_named("postgres") - pg_before) / wall,
-        "wrk": result.wrk_cpu_s / wall,
-    }
+    postgres, postgres_all = procfs.postgres_cpu_between(
+        pg_before, procfs.postgres_cpu(), session.apps.databases
+    )
+    used = {"app": procfs.cpu_seconds(app.pid) - app_before, "postgres": postgres, "wrk": result.wrk_cpu_s}
     # Everything else that ran meanwhile (other work on the machine skews the figures: look here).
-    busy = (procfs.machine_busy_seconds() - busy_before) / wall
-    figures.cpu["other"] = max(0.0, busy - sum(figures.cpu.values()))
+    used["other"] = max(0.0, procfs.machine_busy_seconds() - busy_before - sum(used.values()))
+    used["postgres_all"] = postgres_all
+    figures = Figures(name, result, used, wall)
     session.figures[name] = figures
+    errors = result.socket_errors()
     log(
         f"{name}: {result.rate:,.0f} req/s, p99 {result.latency_ms['p99']:.1f} ms, "
         f"answers {result.status_summary()}"
+        + (f", socket errors {errors}" if result.socket_error_count else "")
     )
     return figures
 
