@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+# A client backend's process title: "postgres: [cluster: ]USER DATABASE HOST(PORT) STATE" (or [local]).
+_BACKEND_TITLE = re.compile(r"\s(?P<database>\S+) (?:\S+\(\d+\)|\[local\])(?:\s|$)")
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -22,23 +27,54 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def cpu_seconds_named(name: str) -> float:
-    """CPU time so far of every process called `name` (e.g. all of PostgreSQL's), including children
-    that have exited (the postmaster reaps its backends: their time moves to its children's time), so
-    that the difference between two readings never misses a backend that ended in between."""
+@dataclass(frozen=True, slots=True)
+class PostgresCpu:
+    """One reading of PostgreSQL's CPU time so far."""
+
+    total: float  # every `postgres` process, the children it has reaped included
+    # Each live process: the database it serves (None for the server's own processes: postmaster,
+    # checkpointer, walwriter, background writer, ...) and its own CPU seconds.
+    processes: dict[int, tuple[str | None, float]]
+
+
+def postgres_cpu() -> PostgresCpu:
     total = 0.0
+    processes: dict[int, tuple[str | None, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            if stat[stat.find("(") + 1 : stat.rfind(")")] != "postgres":
+                continue
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
-        if comm == name:
-            fields = stat.rpartition(")")[2].split()
-            total += sum(int(v) for v in fields[11:15]) / _TICKS  # utime, stime, cutime, cstime
-    return total
+        fields = stat.rpartition(")")[2].split()
+        total += sum(int(v) for v in fields[11:15]) / _TICKS  # utime, stime, cutime, cstime
+        backend = _BACKEND_TITLE.search(title)
+        own = (int(fields[11]) + int(fields[12])) / _TICKS
+        processes[int(entry.name)] = (backend["database"] if backend else None, own)
+    return PostgresCpu(total, processes)
+
+
+def postgres_cpu_between(
+    before: PostgresCpu, after: PostgresCpu, databases: Collection[str]
+) -> tuple[float, float]:
+    """CPU seconds PostgreSQL used between two readings: (for the run, every process).
+
+    For the run: the backends serving `databases` and the server's own processes, as far as they are
+    there at `after` (the server may be shared with other work: its backends are not the run's). A
+    backend that ended in between is not in it (its time has moved to its parent's children's time).
+    Every process: all of them, the backends that ended in between (anyone's) included.
+    """
+    run = 0.0
+    for pid, (database, seconds) in after.processes.items():
+        if database is not None and database not in databases:
+            continue
+        held = before.processes.get(pid)
+        run += seconds - (held[1] if held is not None and held[0] == database else 0.0)
+    return run, after.total - before.total
 
 
 def core_count() -> tuple[int, int]:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeAlias
 
 import msgspec
 from svix.webhooks import Webhook
@@ -27,7 +28,7 @@ _LAST_NAMES = ("Smith", "Jones", "Garcia", "Müller", "Rossi", "Dubois", "Tanaka
 
 
 # One state of a user, as Better Auth sends it and as the users table must end up holding it.
-UserVersion = UserRow
+UserVersion: TypeAlias = UserRow
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ class WrkResult:
     finished: bool  # every thread sent its whole file and got every answer ("once" mode)
     span_s: float  # first request sent to last answer received
     statuses: dict[int, int]
-    errors: dict[str, int]
+    errors: dict[str, int]  # wrk's: connect, read, write, timeout (socket errors); status (answers >= 400)
     latency_ms: dict[str, float]  # p50, p90, p99, max, mean
     wrk_cpu_s: float  # CPU time wrk itself used (user + system)
     output: str
@@ -51,6 +51,14 @@ class WrkResult:
     @property
     def not_ok(self) -> int:
         return self.answered - self.ok
+
+    @property
+    def socket_error_count(self) -> int:
+        return sum(n for kind, n in self.errors.items() if kind != "status")
+
+    def socket_errors(self) -> str:
+        """wrk's socket errors by kind (its "status" count is the answers >= 400, in `statuses`)."""
+        return ", ".join(f"{kind} {n:,}" for kind, n in self.errors.items() if kind != "status")
 
     def status_summary(self) -> str:
         return ", ".join(f"{status}: {n:,}" for status, n in sorted(self.statuses.items())) or "none"
