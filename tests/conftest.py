@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 
 from sync_service.ops import migrations
-from tests.databases import fresh_database
-from tests.support import ServiceUnderTest, make_settings, start_service
+from tests.helpers.databases import fresh_database
+from tests.helpers.support import ServiceUnderTest, make_settings, start_service
 
 pytest_plugins: list[str] = []
 

@@ -17,7 +17,7 @@ from sync_service.errors import InvalidToken
 from sync_service.ops.metrics import REGISTRY
 from sync_service.users.jwks import KeySet, parse_jwk, parse_jwks
 from sync_service.users.tokens import TokenVerifier, build_token_verifier
-from tests.jwks_server import (
+from tests.helpers.jwks import (
     JwksServer,
     SigningKey,
     b64url,
@@ -25,7 +25,7 @@ from tests.jwks_server import (
     forged_tokens,
     running,
 )
-from tests.support import user_data
+from tests.helpers.support import user_data
 
 ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 ALL = frozenset(ALGORITHMS) | {"ES384", "RS384", "RS512", "PS384", "PS512"}

@@ -20,8 +20,8 @@ import pytest
 from sync_service.backfill.command import run
 from sync_service.backfill.options import resolve
 from sync_service.cli import _parser
-from tests.databases import connected, unreachable_database_url, with_database
-from tests.support import ServiceUnderTest, deliver, envelope, make_settings, user_data
+from tests.helpers.databases import connected, unreachable_database_url, with_database
+from tests.helpers.support import ServiceUnderTest, deliver, envelope, make_settings, user_data
 
 # What Better Auth 1.7's own migrations create on PostgreSQL (generateId: "uuid" gives a uuid id).
 BETTER_AUTH_USER_TABLE = """

@@ -17,7 +17,8 @@ import pytest
 from sync_service.backfill.command import run
 from sync_service.backfill.options import resolve
 from sync_service.cli import _parser
-from tests.support import ServiceUnderTest, free_port, make_settings, start_service
+from tests.helpers.ports import free_port
+from tests.helpers.support import ServiceUnderTest, make_settings, start_service
 from tests.test_better_auth import _sign_up, better_auth_server, node_project
 
 __all__ = ["node_project"]  # the fixture, used by name

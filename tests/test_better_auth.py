@@ -27,8 +27,9 @@ import jwt
 import pytest
 from svix.webhooks import Webhook
 
-from tests.node_project import NO_NODE, PROJECT, prepare, run
-from tests.support import SECRET, ServiceUnderTest, free_port, make_settings, start_service
+from tests.helpers.node_project import NO_NODE, PROJECT, prepare, run
+from tests.helpers.ports import free_port
+from tests.helpers.support import SECRET, ServiceUnderTest, make_settings, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK_SOURCE = PROJECT / "sync-users.ts"

@@ -13,7 +13,7 @@ import pytest
 
 from sync_service.config import load_settings, parse_webhook_secrets, redact_url
 from sync_service.errors import ConfigError
-from tests.support import SECRET, SECRET_2
+from tests.helpers.support import SECRET, SECRET_2
 
 
 def _settings(**env: str):  # type: ignore[no-untyped-def]

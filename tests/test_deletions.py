@@ -14,7 +14,7 @@ from sync_service import sql
 from sync_service.ingest.core import apply_batch
 from sync_service.ingest.records import Delivery
 from sync_service.webhooks.events import Rules, parse_delivery
-from tests.support import ServiceUnderTest, deliver, encode, envelope, iso, user_data
+from tests.helpers.support import ServiceUnderTest, deliver, encode, envelope, iso, user_data
 from tests.test_replay import outcomes, replay
 
 BASE = datetime.now(UTC) - timedelta(hours=1)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.support import SECRET, free_port, make_settings, start_service
+from tests.helpers.ports import free_port
+from tests.helpers.support import SECRET, make_settings, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "user.created.json"

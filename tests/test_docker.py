@@ -108,7 +108,7 @@ def test_the_image_runs_the_command_the_readme_documents() -> None:
     args = _parser().parse_args(argv[1:])
     assert (args.verb, args.host, args.port, args.no_migrate) == ("serve", ALL_INTERFACES, 8000, False)
     assert "EXPOSE 8000" in DOCKERFILE.read_text()
-    # The tests run that same console script (tests/process.py runs `sync-service serve`).
+    # The tests run that same console script (tests/helpers/process.py runs `sync-service serve`).
     assert 'SYNC_SERVICE, "serve"' in (ROOT / "tests" / "process.py").read_text()
 
 

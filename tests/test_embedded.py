@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.process import SYNC_SERVICE, serve, service_environment
-from tests.support import deliver, envelope, user_data
+from tests.helpers.process import SYNC_SERVICE, serve, service_environment
+from tests.helpers.support import deliver, envelope, user_data
 
 pytest.importorskip("pgserver", reason="no embedded PostgreSQL wheel for this platform")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from sync_service.ops import migrations
-from tests.databases import fresh_database, unreachable_database_url
-from tests.support import ServiceUnderTest, make_settings, start_service
+from tests.helpers.databases import fresh_database, unreachable_database_url
+from tests.helpers.support import ServiceUnderTest, make_settings, start_service
 
 
 async def test_live_and_ready_when_all_is_well(service: ServiceUnderTest) -> None:

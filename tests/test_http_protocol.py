@@ -15,7 +15,7 @@ import pytest
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, HTTPScope, Receive, Send
 
 from sync_service import http_protocol
-from tests.support import serving
+from tests.helpers.support import serving
 
 DEADLINE = 0.4  # seconds, for headers and for the body: short, so the tests are quick
 HANDLER_SECONDS = 1.0  # longer than both deadlines together

@@ -15,7 +15,7 @@ from sync_service import sql
 from sync_service.ingest.core import BatchState, apply_and_read_ahead, apply_batch
 from sync_service.ingest.records import Delivery, Outcome
 from sync_service.webhooks.events import Rules, parse_delivery
-from tests.support import deliver, encode, envelope, iso, make_settings, start_service, user_data
+from tests.helpers.support import deliver, encode, envelope, iso, make_settings, start_service, user_data
 
 BASE = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 
 from sync_service.ops.logs import ConsoleFormatter, JsonFormatter
-from tests.process import serve, service_environment
-from tests.support import SECRET, deliver, envelope, user_data
+from tests.helpers.process import serve, service_environment
+from tests.helpers.support import SECRET, deliver, envelope, user_data
 
 EMAIL = "leak.canary.7f3a@example.com"
 NAME = "Zebulon Quarrington"
@@ -115,8 +115,8 @@ def test_logs_are_readable_lines_on_a_terminal(tmp_path: Path, migrated_database
     import subprocess
     import time
 
-    from tests.process import SYNC_SERVICE
-    from tests.support import free_port
+    from tests.helpers.ports import free_port
+    from tests.helpers.process import SYNC_SERVICE
 
     controller, terminal = pty.openpty()
     env = service_environment(DATABASE_URL=migrated_database_url)
@@ -168,8 +168,8 @@ async def test_credentials_in_the_jwks_url_reach_no_log_line(
     our lines (redacted) nor by httpx's own (quieted)."""
     from sync_service.config import redact_url
     from sync_service.ops.logs import configure_logging
-    from tests.jwks_server import JwksServer, SigningKey, better_auth_claims, running
-    from tests.support import make_settings, start_service
+    from tests.helpers.jwks import JwksServer, SigningKey, better_auth_claims, running
+    from tests.helpers.support import make_settings, start_service
 
     key = SigningKey.generate("EdDSA")
     server = JwksServer()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.databases import unreachable_database_url
-from tests.support import ServiceUnderTest, deliver, envelope, make_settings, start_service, user_data
+from tests.helpers.databases import unreachable_database_url
+from tests.helpers.support import ServiceUnderTest, deliver, envelope, make_settings, start_service, user_data
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

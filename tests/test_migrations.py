@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from sync_service.ops import migrations
-from tests.support import make_settings
+from tests.helpers.support import make_settings
 
 ALL = ["0001_create_users", "0002_create_webhook_events", "0003_create_deleted_users"]
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync_service.cli import main
 from sync_service.ops.pruning import parse_age
-from tests.databases import fresh_database, unreachable_database_url, with_database
-from tests.support import SECRET, SECRET_2
+from tests.helpers.databases import fresh_database, unreachable_database_url, with_database
+from tests.helpers.support import SECRET, SECRET_2
 
 # --- prune-events -----------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from sync_service.cli import _parser, main
 from sync_service.replay import sources as replay_sources
 from sync_service.replay.command import run
 from sync_service.replay.options import resolve
-from tests.support import (
+from tests.helpers.support import (
     SECRET,
     ServiceUnderTest,
     deliver,

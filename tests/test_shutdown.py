@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.process import serve, service_environment
-from tests.support import deliver, envelope, user_data
+from tests.helpers.process import serve, service_environment
+from tests.helpers.support import deliver, envelope, user_data
 
 BURST = 400
 CONCURRENCY = 40

@@ -1,4 +1,4 @@
-from tests.support import ServiceUnderTest, deliver, envelope, user_data
+from tests.helpers.support import ServiceUnderTest, deliver, envelope, user_data
 
 
 async def test_created_event_is_applied(service: ServiceUnderTest, db) -> None:

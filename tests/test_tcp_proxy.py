@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from tests.tcp_proxy import Target, TcpProxy, target_of
+from tests.helpers.tcp_proxy import Target, TcpProxy, target_of
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,18 @@ import pytest
 
 from sync_service.config import Settings
 from sync_service.ops.metrics import REGISTRY
-from tests.databases import users_locked
-from tests.jwks_server import JwksServer, SigningKey, better_auth_claims, forged_tokens, running
-from tests.support import ServiceUnderTest, deliver, envelope, iso, make_settings, start_service, user_data
-from tests.tcp_proxy import TcpProxy
+from tests.helpers.databases import users_locked
+from tests.helpers.jwks import JwksServer, SigningKey, better_auth_claims, forged_tokens, running
+from tests.helpers.support import (
+    ServiceUnderTest,
+    deliver,
+    envelope,
+    iso,
+    make_settings,
+    start_service,
+    user_data,
+)
+from tests.helpers.tcp_proxy import TcpProxy
 
 ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 FRONTEND = "https://app.example.com"

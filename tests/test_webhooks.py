@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from sync_service.webhooks.signatures import signature_headers
-from tests.support import (
+from tests.helpers.support import (
     SECRET,
     SECRET_2,
     ServiceUnderTest,
@@ -625,7 +625,7 @@ async def test_real_better_auth_payloads(migrated_database_url: str, db: asyncpg
 async def test_database_unreachable_is_503_then_recovers_without_restart(
     migrated_database_url: str, db: asyncpg.Connection
 ) -> None:
-    from tests.tcp_proxy import TcpProxy
+    from tests.helpers.tcp_proxy import TcpProxy
 
     async with TcpProxy(migrated_database_url) as proxy:
         settings = make_settings(

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import SECRET, free_port
+from tests.helpers.ports import free_port
+from tests.helpers.support import SECRET
 
 
 @dataclass

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from sync_service.ops import migrations
+from tests.helpers.support import SECRET, SECRET_2, make_settings
 from tests.reliability.log_capture import collector
 from tests.reliability.own_postgres import OwnPostgres, own_postgres
-from tests.support import SECRET, SECRET_2, make_settings
 
 # Examples per property test. CI keeps it small and derandomized (the same inputs every run, so a red
 # build is reproducible); RELIABILITY_FUZZ_EXAMPLES=2000 locally explores far more, randomly.

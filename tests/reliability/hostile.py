@@ -22,8 +22,8 @@ import psycopg
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import hmac_data
 
+from tests.helpers.support import SECRET, envelope, signed_headers, user_data
 from tests.reliability.log_capture import PII_MARKER
-from tests.support import SECRET, envelope, signed_headers, user_data
 
 HANDLED = ("user.created", "user.updated", "user.deleted")  # DESIGN: a deletion is handled
 ACKNOWLEDGED = ("applied", "duplicate", "stale", "ignored")

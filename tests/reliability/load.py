@@ -23,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 
+from tests.helpers.support import encode, envelope, iso, signed_headers, user_data
 from tests.reliability.log_capture import PII_MARKER
-from tests.support import encode, envelope, iso, signed_headers, user_data
 
 ACKNOWLEDGED = frozenset({"applied", "duplicate", "stale", "ignored"})
 

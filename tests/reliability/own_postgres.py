@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support import free_port
+from tests.helpers.ports import free_port
 
 # PostgreSQL refuses to run as root; pgserver uses this account in that case, and so do we.
 _SERVICE_ACCOUNT = "pgserver"

@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.helpers.support import ServiceUnderTest, make_settings, start_service
 from tests.reliability.load import (
     Delivery,
     UpdateStream,
@@ -25,7 +26,6 @@ from tests.reliability.load import (
     status_counts,
     unexpected_answers,
 )
-from tests.support import ServiceUnderTest, make_settings, start_service
 
 ENV = {"DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "4"}
 

@@ -14,7 +14,8 @@ import time
 import httpx
 import pytest
 
-from tests.databases import connected
+from tests.helpers.databases import connected
+from tests.helpers.support import make_settings, start_service
 from tests.reliability.load import (
     UpdateStream,
     assert_converged,
@@ -25,7 +26,6 @@ from tests.reliability.load import (
     unexpected_answers,
 )
 from tests.reliability.own_postgres import OwnPostgres
-from tests.support import make_settings, start_service
 
 # Short timeouts so that an outage is noticed (and answered 503) quickly.
 FAULT_ENV = {

@@ -28,8 +28,8 @@ import httpx
 import pytest
 
 from sync_service import http_protocol
+from tests.helpers.support import deliver, envelope, user_data
 from tests.reliability.cli_service import ServedByCli, serve_with_cli
-from tests.support import deliver, envelope, user_data
 
 SILENT_CONNECTIONS = 1200  # more than the default --limit-concurrency of 1000
 PROMPT_SECONDS = 2.0  # a generous bound: unloaded, a delivery takes a few milliseconds

@@ -26,11 +26,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, note
 from hypothesis import strategies as st
 
+from tests.helpers.support import encode, make_settings, signed_headers, start_service
 from tests.reliability.conftest import fuzz_settings
 from tests.reliability.hostile import valid_payload
 from tests.reliability.jwks import DROP, TokenIssuer, serve_jwks
 from tests.reliability.log_capture import collector
-from tests.support import encode, make_settings, signed_headers, start_service
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,14 @@ import pytest
 from hypothesis import given, note, reject
 from hypothesis import strategies as st
 
+from tests.helpers.support import (
+    SECRET_2,
+    ServiceUnderTest,
+    encode,
+    make_settings,
+    signed_headers,
+    start_service,
+)
 from tests.reliability.conftest import fuzz_settings
 from tests.reliability.hostile import (
     MAX_BODY,
@@ -38,7 +46,6 @@ from tests.reliability.hostile import (
     users_snapshot,
     valid_payload,
 )
-from tests.support import SECRET_2, ServiceUnderTest, encode, make_settings, signed_headers, start_service
 
 URL = "/webhooks/better-auth"
 

@@ -21,8 +21,8 @@ from hypothesis.strategies import SearchStrategy
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 
+from tests.helpers.support import make_settings, start_service
 from tests.reliability.conftest import fuzz_settings
-from tests.support import make_settings, start_service
 
 DOCUMENTED_AT_LEAST = {("POST", "/webhooks/better-auth"), ("GET", "/health/live"), ("GET", "/health/ready")}
 

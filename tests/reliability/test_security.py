@@ -26,12 +26,8 @@ import httpx
 import pytest
 
 from sync_service import __version__
-from tests.databases import connected
-from tests.reliability.cli_service import ServedByCli, serve_with_cli
-from tests.reliability.hostile import Mutation, mutated_body, valid_payload
-from tests.reliability.jwks import TokenIssuer, serve_jwks
-from tests.reliability.log_capture import PII_MARKER, collector
-from tests.support import (
+from tests.helpers.databases import connected
+from tests.helpers.support import (
     SECRET,
     SECRET_2,
     encode,
@@ -40,6 +36,10 @@ from tests.support import (
     signed_headers,
     start_service,
 )
+from tests.reliability.cli_service import ServedByCli, serve_with_cli
+from tests.reliability.hostile import Mutation, mutated_body, valid_payload
+from tests.reliability.jwks import TokenIssuer, serve_jwks
+from tests.reliability.log_capture import PII_MARKER, collector
 
 URL = "/webhooks/better-auth"
 BODY_LIMIT = 4096

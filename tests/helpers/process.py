@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import SECRET, free_port
+from tests.helpers.ports import free_port
+from tests.helpers.support import SECRET
 
 # The console script next to this interpreter: `.venv/bin/sync-service`, as in the README.
 SYNC_SERVICE = str(Path(sys.executable).with_name("sync-service"))

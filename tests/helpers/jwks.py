@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from sync_service.users.tokens import MAX_TOKEN_CHARS
-from tests.support import free_port
+from tests.helpers.ports import free_port
 
 JWKS_PATH = "/api/auth/jwks"
 

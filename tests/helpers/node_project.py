@@ -1,8 +1,8 @@
 """tests/better_auth with its pinned npm packages installed (once per lock file) and the hook code built.
 
-The Better Auth tests get it from a session fixture. `python -m tests.node_project` does the same ahead of
-a run that has no route to the npm registry (CI's laptop run, in a network namespace), so those tests run
-there too instead of failing on `npm ci`.
+The Better Auth tests get it from a session fixture. `python -m tests.helpers.node_project` does the same
+ahead of a run that has no route to the npm registry (CI's laptop run, in a network namespace), so those
+tests run there too instead of failing on `npm ci`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent / "better_auth"
+PROJECT = Path(__file__).resolve().parents[1] / "better_auth"
 NO_NODE = "node is not on PATH: the Better Auth end-to-end tests need Node.js 20+ and npm"
 
 

@@ -15,7 +15,7 @@ import contextlib
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from tests.support import free_port
+from tests.helpers.ports import free_port
 
 # Query parameters that name the server (libpq's, which asyncpg and psycopg honour too). They would
 # take precedence over the proxy's address in the URL handed out, so they are dropped from it.

@@ -1,9 +1,8 @@
-"""Test helpers: settings, the service on a real loopback socket, signed deliveries (svix's signer)."""
+"""Settings, the service on a real loopback socket, signed deliveries (svix's signer)."""
 
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ from svix.webhooks import Webhook
 from sync_service.app import create_app
 from sync_service.config import Settings, load_settings
 from sync_service.http_protocol import DeadlineHttpToolsProtocol
+from tests.helpers.ports import free_port
 
 # Two valid secrets (24 and 32 random bytes, base64), for rotation tests.
 SECRET = "whsec_wEI3M3vAYjZHYziLgtZJruB7Kml+T+AS"
@@ -36,13 +36,6 @@ def make_settings(database_url: str, **env: str) -> Settings:
     }
     base.update(env)
     return load_settings(environ=base, env_file=None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import psycopg
 
+from tests.helpers.ports import free_port
+
 
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
@@ -32,8 +34,6 @@ def fresh_database(server_url: str) -> Iterator[str]:
 
 def unreachable_database_url() -> str:
     """A URL nothing listens on (a port just found free), so connecting is refused at once."""
-    from tests.support import free_port
-
     return f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
 
 
