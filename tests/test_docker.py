@@ -109,7 +109,7 @@ def test_the_image_runs_the_command_the_readme_documents() -> None:
     assert (args.verb, args.host, args.port, args.no_migrate) == ("serve", ALL_INTERFACES, 8000, False)
     assert "EXPOSE 8000" in DOCKERFILE.read_text()
     # The tests run that same console script (tests/helpers/process.py runs `sync-service serve`).
-    assert 'SYNC_SERVICE, "serve"' in (ROOT / "tests" / "process.py").read_text()
+    assert 'SYNC_SERVICE, "serve"' in (ROOT / "tests" / "helpers" / "process.py").read_text()
 
 
 def test_hadolint_finds_nothing() -> None:
