@@ -6,6 +6,7 @@ testcontainers PostgreSQL where a Docker engine answers; an embedded PostgreSQL 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
@@ -17,6 +18,7 @@ import asyncpg
 import pytest
 
 from sync_service.ops import migrations
+from sync_service.ops.logs import HANDLER_NAME
 from tests.helpers.databases import fresh_database
 from tests.helpers.support import ServiceUnderTest, make_settings, start_service
 
@@ -99,6 +101,18 @@ def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
 def migrated_database_url(database_url: str) -> str:
     migrations.apply(make_settings(database_url).database.yoyo_url)  # type: ignore[union-attr]
     return database_url
+
+
+@pytest.fixture(autouse=True)
+def _cli_logging_undone() -> Iterator[None]:
+    """`cli.main()` run in-process points the root logger at the stderr pytest captured for that one test;
+    taken off afterwards, or a later test's server thread logs into a closed stream."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in [handler for handler in root.handlers if handler.get_name() == HANDLER_NAME]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -17,14 +17,8 @@ from sync_service.errors import InvalidToken
 from sync_service.ops.metrics import REGISTRY
 from sync_service.users.jwks import KeySet, parse_jwk, parse_jwks
 from sync_service.users.tokens import TokenVerifier, build_token_verifier
-from tests.helpers.jwks import (
-    JwksServer,
-    SigningKey,
-    b64url,
-    better_auth_claims,
-    forged_tokens,
-    running,
-)
+from tests.helpers.forged_tokens import b64url, forged_tokens
+from tests.helpers.jwks import JwksServer, SigningKey, better_auth_claims, running
 from tests.helpers.support import user_data
 
 ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import asyncpg
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync_service.cli import main
 from sync_service.ops.pruning import parse_age
 from tests.helpers.databases import fresh_database, unreachable_database_url, with_database
+from tests.helpers.jwks import Issuer
 from tests.helpers.support import SECRET, SECRET_2
 
 # --- prune-events -----------------------------------------------------------------------------------
@@ -119,41 +114,11 @@ def test_prune_without_any_database_says_so(
 # --- check-config -----------------------------------------------------------------------------------
 
 
-def _jwks_document() -> dict[str, Any]:
-    """A JWKS like Better Auth's jwt plugin serves: one Ed25519 key, kid and alg set, no `use`."""
-    public = Ed25519PrivateKey.generate().public_key()
-    key: dict[str, Any] = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(public))
-    key.update({"kid": "4uPjBvJtyH0bPzCHGV3kBoo63efM5HfC", "alg": "EdDSA"})
-    return {"keys": [key]}
-
-
 @pytest.fixture
-def jwks_server() -> Iterator[str]:
-    """Better Auth's base URL stand-in: /api/auth/jwks answers the JWKS, anything else 404."""
-    body = json.dumps(_jwks_document()).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path != "/api/auth/jwks":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def better_auth() -> Iterator[Issuer]:
+    """Better Auth's stand-in: /api/auth/jwks on its origin answers the JWKS, anything else 404."""
+    with Issuer() as issuer:
+        yield issuer
 
 
 def _report_lines(output: str) -> dict[str, tuple[str, str]]:
@@ -170,14 +135,14 @@ def _report_lines(output: str) -> dict[str, tuple[str, str]]:
 def test_check_config_all_good(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    jwks_server: str,
+    better_auth: Issuer,
     migrated_database_url: str,
 ) -> None:
     # A password the server ignores (trust auth in CI) so the redaction is really exercised.
     url = migrated_database_url.replace("postgresql://postgres@", "postgresql://postgres:canary-pw-3e1@", 1)
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("WEBHOOK_SECRET", f"{SECRET} {SECRET_2}")
-    monkeypatch.setenv("BETTER_AUTH_URL", jwks_server)
+    monkeypatch.setenv("BETTER_AUTH_URL", better_auth.origin)
     monkeypatch.setenv("CORS_ALLOW_ORIGINS", "https://app.example.com")
 
     assert main(["check-config"]) == 0
@@ -190,8 +155,8 @@ def test_check_config_all_good(
     }  # fmt: skip
     assert report["secrets"][1] == "2 webhook secrets; each signed and verified a sample delivery"
     assert "schema at head" in report["migrations"][1]
-    assert "4uPjBvJtyH0bPzCHGV3kBoo63efM5HfC EdDSA" in report["jwks"][1]
-    assert f"issuer {jwks_server}, audience {jwks_server}" in report["jwt"][1]
+    assert f"{better_auth.key.kid} EdDSA" in report["jwks"][1]
+    assert f"issuer {better_auth.origin}, audience {better_auth.origin}" in report["jwt"][1]
     assert "PostgreSQL " in report["database"][1]
     if "canary-pw-3e1" in url:
         assert ":***@" in report["database"][1]
@@ -201,12 +166,12 @@ def test_check_config_all_good(
 
 @pytest.mark.usefixtures("operator_env")
 def test_check_config_reports_each_failure(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], jwks_server: str
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], better_auth: Issuer
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", unreachable_database_url())
     monkeypatch.setenv("MIGRATIONS_DATABASE_URL", unreachable_database_url())
     monkeypatch.setenv("DB_CONNECT_TIMEOUT", "2")
-    monkeypatch.setenv("JWT_JWKS_URL", f"{jwks_server}/wrong/path")
+    monkeypatch.setenv("JWT_JWKS_URL", f"{better_auth.origin}/wrong/path")
     monkeypatch.setenv("JWT_ISSUER", "http://issuer.example")
     monkeypatch.setenv("JWT_AUDIENCE", "http://issuer.example")
 
@@ -221,7 +186,7 @@ def test_check_config_reports_each_failure(
     assert report["migrations_db"][1].endswith("[check MIGRATIONS_DATABASE_URL]")
     assert "migrations" not in report
     assert report["jwks"] == (
-        "FAIL", f"{jwks_server}/wrong/path: HTTP 404  [check BETTER_AUTH_URL / JWT_JWKS_URL]"
+        "FAIL", f"{better_auth.origin}/wrong/path: HTTP 404  [check BETTER_AUTH_URL / JWT_JWKS_URL]"
     )  # fmt: skip
     assert output.strip().splitlines()[-1] == "result: 3 failed"
 

@@ -20,7 +20,8 @@ import pytest
 from sync_service.config import Settings
 from sync_service.ops.metrics import REGISTRY
 from tests.helpers.databases import users_locked
-from tests.helpers.jwks import JwksServer, SigningKey, better_auth_claims, forged_tokens, running
+from tests.helpers.forged_tokens import forged_tokens
+from tests.helpers.jwks import JwksServer, SigningKey, better_auth_claims, running
 from tests.helpers.support import (
     ServiceUnderTest,
     deliver,

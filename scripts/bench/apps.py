@@ -12,9 +12,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.database import redacted, server_settings, throwaway_database
-from bench.jwks import JwksServer
 from bench.processes import HOST, clean_env, free_port, run_checked, running, service_command
 from bench.progress import log
+from tests.helpers.jwks import Issuer
 
 # Run as modules of the `bench` package (scripts/ on PYTHONPATH): the per-request receiver shares the
 # no-op app's way of serving.
@@ -41,7 +41,7 @@ class Apps:
     postgres: str  # the server's version and the settings that move the figures
     cli: list[str]  # how to run `sync-service`
     service_env: dict[str, str]  # what the service's other verbs (migrate, replay) run with
-    jwks: JwksServer
+    issuer: Issuer  # the Better Auth stand-in the service trusts (its JWKS on loopback)
 
 
 @contextlib.contextmanager
@@ -62,7 +62,7 @@ def started(server_url: str, tmp: Path, overrides: Sequence[str]) -> Iterator[Ap
             [*cli, "migrate"], env=clean_env({"DATABASE_URL": baseline_db}), cwd=tmp,
             what="sync-service migrate (per-request receiver's database)",
         )  # fmt: skip
-        jwks = stack.enter_context(JwksServer())
+        issuer = stack.enter_context(Issuer())
         noop_port, service_port, baseline_port = free_port(), free_port(), free_port()
         noop = stack.enter_context(
             running(
@@ -74,7 +74,7 @@ def started(server_url: str, tmp: Path, overrides: Sequence[str]) -> Iterator[Ap
         service = stack.enter_context(
             running(
                 [*cli, "serve", "--no-migrate", "--host", HOST, "--port", str(service_port)],
-                env=_service_env(db_url, jwks.env(), overrides), cwd=tmp, log_path=tmp / "service.log",
+                env=_service_env(db_url, issuer.env(), overrides), cwd=tmp, log_path=tmp / "service.log",
                 ready_url=f"http://{HOST}:{service_port}/health/ready", name="service",
             )
         )  # fmt: skip
@@ -98,7 +98,7 @@ def started(server_url: str, tmp: Path, overrides: Sequence[str]) -> Iterator[Ap
             postgres=postgres,
             cli=cli,
             service_env=verbs_env,
-            jwks=jwks,
+            issuer=issuer,
         )
 
 

@@ -82,17 +82,7 @@ class Workload:
             self._user_index[user.id] = len(self._users)
             self._users.append(user)
             event_type = "user.created"
-        data: dict[str, object] = {
-            "name": user.name,
-            "email": user.email,
-            "emailVerified": user.email_verified,
-            "createdAt": iso(user.created_at),
-            "updatedAt": iso(user.updated_at),
-            "id": user.id,
-        }
-        if user.image is not None:
-            data["image"] = user.image  # Better Auth leaves `image` out when it is unset
-        body = msgspec.json.encode({"type": event_type, "timestamp": iso(now), "data": data})
+        body = msgspec.json.encode({"type": event_type, "timestamp": iso(now), "data": user_data(user)})
         return Event(f"msg_{uuid.UUID(int=rng.getrandbits(128), version=4).hex}", event_type, user, body)
 
     def _deleted(self, index: int) -> UserVersion:
@@ -126,6 +116,21 @@ class Workload:
         # An email change to an address nobody else ever holds (so no 409 is expected).
         email = f"{user.id.replace('-', '')[:20]}.{now.timestamp():.3f}@example.org"
         return msgspec.structs.replace(user, email=email, email_verified=False, updated_at=now)
+
+
+def user_data(user: UserVersion) -> dict[str, object]:
+    """The user as Better Auth sends it, in a webhook's `data` and in a token's payload."""
+    data: dict[str, object] = {
+        "name": user.name,
+        "email": user.email,
+        "emailVerified": user.email_verified,
+        "createdAt": iso(user.created_at),
+        "updatedAt": iso(user.updated_at),
+        "id": user.id,
+    }
+    if user.image is not None:
+        data["image"] = user.image  # Better Auth leaves `image` out when it is unset
+    return data
 
 
 def http_request(

@@ -4,9 +4,9 @@ DEV ONLY, NEVER FOR PRODUCTION.
 
 It makes an Ed25519 key in memory, serves its JWKS at http://127.0.0.1:PORT/api/auth/jwks (loopback
 only), and prints a token for the user id you give, as Better Auth would sign it (EdDSA, `kid`, `sub`,
-`iss` and `aud` = the origin, 15 minutes). It changes nothing in the service: the service trusts only
-the JWKS of its own BETTER_AUTH_URL (or JWT_JWKS_URL), so it accepts these tokens only when you start it
-with BETTER_AUTH_URL=http://127.0.0.1:PORT yourself. Stop it with Ctrl-C; the key dies with it.
+`iss` and `aud` = the origin). It changes nothing in the service: the service trusts only the JWKS of
+its own BETTER_AUTH_URL (or JWT_JWKS_URL), so it accepts these tokens only when you start it with
+BETTER_AUTH_URL=http://127.0.0.1:PORT yourself. Stop it with Ctrl-C; the key dies with it.
 
     python scripts/dev/mint_token.py --sub 7add488a-d920-479d-ba11-612a1390ddba
 """
@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import secrets
 import sys
+import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from jwt.algorithms import OKPAlgorithm
+# The stand-in is the tests' own (tests/helpers/jwks.py), so that what you try is what the tests trust.
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
+
+from tests.helpers.jwks import Issuer
 
 
 def main() -> int:
@@ -36,38 +35,18 @@ def main() -> int:
     parser.add_argument("--minutes", type=int, default=15, help="token lifetime (default: 15)")
     args = parser.parse_args()
 
-    key = Ed25519PrivateKey.generate()
-    kid = secrets.token_hex(8)
-    public: dict[str, Any] = json.loads(OKPAlgorithm.to_jwk(key.public_key()))
-    jwks = json.dumps({"keys": [{**public, "kid": kid, "alg": "EdDSA"}]}).encode()
-    origin = f"http://127.0.0.1:{args.port}"
-    now = int(time.time())
-    claims = {"sub": args.sub, "id": args.sub, "iss": origin, "aud": origin, "iat": now,
-              "exp": now + 60 * args.minutes}  # fmt: skip
-    token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
-
-    class Jwks(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = self.path.split("?")[0] == "/api/auth/jwks"
-            self.send_response(200 if found else 404)
-            self.send_header("content-type", "application/json")
-            self.end_headers()
-            self.wfile.write(jwks if found else b"{}")
-
-        def log_message(self, format: str, *values: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Jwks)
-    print("DEV ONLY - never point a production service at this key set.", file=sys.stderr)
-    print(f"Start (or restart) the service with:  BETTER_AUTH_URL={origin}", file=sys.stderr)
-    print(f"Token for {args.sub}, valid {args.minutes} min:", file=sys.stderr)
-    print(token, flush=True)  # stdout may be a file: `... > token.txt &`
-    print(
-        'Try:  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8000/users/me  (Ctrl-C stops it)',
-        file=sys.stderr,
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+    with Issuer(port=args.port) as issuer:
+        token = issuer.token(args.sub, exp=int(time.time()) + 60 * args.minutes)
+        print("DEV ONLY - never point a production service at this key set.", file=sys.stderr)
+        print(f"Start (or restart) the service with:  BETTER_AUTH_URL={issuer.origin}", file=sys.stderr)
+        print(f"Token for {args.sub}, valid {args.minutes} min:", file=sys.stderr)
+        print(token, flush=True)  # stdout may be a file: `... > token.txt &`
+        print(
+            'Try:  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8000/users/me  (Ctrl-C stops it)',
+            file=sys.stderr,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()  # the JWKS answers from its own thread until Ctrl-C
     return 0
 
 

@@ -62,9 +62,14 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+HANDLER_NAME = "sync_service"
+
+
 def configure_logging(level: str, *, json: bool | None = None) -> None:
     use_json = (not sys.stderr.isatty()) if json is None else json
     handler = logging.StreamHandler(sys.stderr)
+    # Named, so that a caller running the CLI in-process (the tests) can take this handler off again.
+    handler.set_name(HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if use_json else ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,34 +1,47 @@
-"""A real JWKS endpoint on loopback (http.server in a thread) and real signing keys, for the JWT tests.
+"""The one Better Auth stand-in for tokens, used by the tests, the benchmark and `scripts/dev/mint_token.py`:
+real signing keys, a real JWKS endpoint on loopback (http.server in a thread), and `Issuer`, the two put
+together as one deployment.
 
 The served key set, the HTTP status and a response delay can be changed while it runs, and the server can
 be taken down and brought back up on the same port. Tokens are shaped like Better Auth's: protected header
 `{alg, kid}` only, payload = the whole user (camelCase) plus sub, iss, aud, iat, exp.
+
+Imports only the standard library, PyJWT and cryptography (and `ports`), so that the scripts can use it
+without the test extra.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from types import TracebackType
+from typing import Any, Final
 
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from sync_service.users.tokens import MAX_TOKEN_CHARS
 from tests.helpers.ports import free_port
 
 JWKS_PATH = "/api/auth/jwks"
+
+
+class _Drop:
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP: Final[Any] = _Drop()  # as a claim or header value: leave it out (None is sent as JSON null)
+
+
+def _without_dropped(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not DROP}
 
 
 @dataclass
@@ -77,107 +90,16 @@ class SigningKey:
     ) -> str:
         headers = {"kid": self.kid, "typ": None}  # typ None: PyJWT then leaves it out, as Better Auth does
         headers.update(header or {})
+        payload, headers = _without_dropped(payload), _without_dropped(headers)
         return jwt.encode(payload, self.private_key, algorithm=alg or self.alg, headers=headers)
 
 
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def compact(header: Any, payload: dict[str, Any], signature: bytes = b"") -> str:
-    """A JWS built by hand, for tokens no honest library would produce."""
-    return ".".join(
-        [b64url(json.dumps(header).encode()), b64url(json.dumps(payload).encode()), b64url(signature)]
-    )
-
-
-def hs256_token(header: dict[str, Any], payload: dict[str, Any], secret: bytes) -> str:
-    """HS256 over header.payload with `secret` (the classic algorithm-confusion forgery)."""
-    signing_input = ".".join([b64url(json.dumps(header).encode()), b64url(json.dumps(payload).encode())])
-    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64url(signature)}"
-
-
-def better_auth_claims(user: dict[str, Any], *, issuer: str, **overrides: Any) -> dict[str, Any]:
-    """Better Auth's jwt plugin payload, `{iat, ...user, sub, exp, iss, aud}`; an override of None removes
+def better_auth_claims(user: Mapping[str, Any], *, issuer: str, **overrides: Any) -> dict[str, Any]:
+    """Better Auth's jwt plugin payload, `{iat, ...user, sub, exp, iss, aud}`; an override of DROP removes
     that claim."""
     now = int(time.time())
     payload = {"iat": now, **user, "sub": user["id"], "exp": now + 900, "iss": issuer, "aud": issuer}
-    for name, value in overrides.items():
-        if value is None:
-            payload.pop(name, None)
-        else:
-            payload[name] = value
-    return payload
-
-
-def forged_tokens(keys: dict[str, SigningKey], *, issuer: str, user: dict[str, Any]) -> dict[str, str]:
-    """Tokens for `user` that must each be refused, by name; `keys` are the ones the JWKS serves."""
-    ed = keys["EdDSA"]
-    now = int(time.time())
-    good = better_auth_claims(user, issuer=issuer)
-
-    def claims(**overrides: Any) -> dict[str, Any]:
-        return better_auth_claims(user, issuer=issuer, **overrides)
-
-    header = {"alg": "EdDSA", "kid": ed.kid}
-    public_pem = ed.public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    public_raw = ed.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    stranger = SigningKey.generate("EdDSA", kid=ed.kid)
-    return {
-        "expired": ed.sign(claims(iat=now - 1000, exp=now - 100)),
-        "not yet valid (nbf)": ed.sign(claims(nbf=now + 600)),
-        "issued in the future (iat)": ed.sign(claims(iat=now + 600, exp=now + 1500)),
-        "wrong iss": ed.sign(claims(iss="https://evil.example")),
-        "wrong aud": ed.sign(claims(aud="https://other.example")),
-        "aud list without ours": ed.sign(claims(aud=["https://other.example"])),
-        "missing sub": ed.sign(claims(sub=None)),
-        "empty sub": ed.sign(claims(sub="")),
-        "numeric sub": ed.sign(claims(sub=12345)),
-        "missing exp": ed.sign(claims(exp=None)),
-        "exp as a string": ed.sign(claims(exp=str(now + 900))),
-        "missing iss": ed.sign(claims(iss=None)),
-        "missing aud": ed.sign(claims(aud=None)),
-        "alg none": compact({"alg": "none", "kid": ed.kid}, good),
-        "alg none with a signature": compact({"alg": "none", "kid": ed.kid}, good, b"x"),
-        "alg NONE": compact({"alg": "NONE", "kid": ed.kid}, good, b"x"),
-        "HS256 keyed by the public PEM": hs256_token({"alg": "HS256", "kid": ed.kid}, good, public_pem),
-        "HS256 keyed by the raw public key": hs256_token({"alg": "HS256", "kid": ed.kid}, good, public_raw),
-        "HS256 keyed by the JWK x": hs256_token(
-            {"alg": "HS256", "kid": ed.kid}, good, ed.jwk()["x"].encode()
-        ),
-        "HS256 keyed by the JWK JSON": hs256_token(
-            {"alg": "HS256", "kid": ed.kid}, good, json.dumps(ed.jwk()).encode()
-        ),
-        "known kid, another key's signature": stranger.sign(good),
-        "EdDSA kid, ES256 signature": SigningKey.generate("ES256", kid=ed.kid).sign(good),
-        "RS256 key, PS256 token": keys["RS256"].sign(good, alg="PS256"),
-        "ES512 kid, ES256 alg": SigningKey.generate("ES256", kid=keys["ES512"].kid).sign(good),
-        "unknown kid": SigningKey.generate("EdDSA").sign(good),
-        "kid not a string": compact({"alg": "EdDSA", "kid": 7}, good, b"sig"),
-        "tampered payload": _tamper(ed.sign(good)),
-        "signature stripped": ed.sign(good).rsplit(".", 1)[0] + ".",
-        "garbage": "not-a-token",
-        "three garbage parts": "abc.def.ghi",
-        "empty": "",
-        "spaces inside": ed.sign(good).replace(".", " .", 1),
-        "header not JSON": f"{b64url(b'{{{')}.{b64url(b'{}')}.{b64url(b'sig')}",
-        "header nested 3000 deep": f"{b64url(b'[' * 3000)}.{b64url(b'{}')}.{b64url(b'sig')}",
-        "header nested 700 deep": f"{b64url(b'[' * 700)}.{b64url(b'{}')}.{b64url(b'sig')}",
-        "header a list": compact([header], good, b"sig"),
-        "payload a list": f"{ed.sign(good).split('.')[0]}.{b64url(b'[1]')}.{b64url(b'sig')}",
-        "crit extension": ed.sign(good, header={"crit": ["exp"], "exp": 1}),
-        "oversized": ed.sign(claims(padding="x" * MAX_TOKEN_CHARS)),
-    }
-
-
-def _tamper(token: str) -> str:
-    head, payload, signature = token.split(".")
-    decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    decoded["sub"] = "someone-else"
-    return f"{head}.{b64url(json.dumps(decoded).encode())}.{signature}"
+    return _without_dropped({**payload, **overrides})
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -262,3 +184,39 @@ def running(server: JwksServer) -> Iterator[JwksServer]:
         yield server
     finally:
         server.stop()
+
+
+class Issuer:
+    """One Better Auth deployment as the service sees it for tokens: a JWKS on loopback serving one EdDSA
+    key (the jwt plugin's default), and tokens signed with it. `origin` is what the service takes as
+    BETTER_AUTH_URL, hence every token's `iss` and `aud`."""
+
+    def __init__(self, *, port: int | None = None) -> None:
+        self.key = SigningKey.generate("EdDSA")
+        self.server = JwksServer() if port is None else JwksServer(port=port)
+        self.server.serve(self.key)
+
+    @property
+    def origin(self) -> str:
+        return self.server.base_url
+
+    def env(self) -> dict[str, str]:
+        """What the service needs to trust these tokens."""
+        return {"BETTER_AUTH_URL": self.origin}
+
+    def claims(self, user: str | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+        """`user`: the whole user (as the webhook's `data`) or only its id."""
+        whole = {"id": user} if isinstance(user, str) else user
+        return better_auth_claims(whole, issuer=self.origin, **overrides)
+
+    def token(self, user: str | Mapping[str, Any], **overrides: Any) -> str:
+        return self.key.sign(self.claims(user, **overrides))
+
+    def __enter__(self) -> Issuer:
+        self.server.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.server.stop()

@@ -10,9 +10,6 @@ tests prove the harness (JWKS, issuer, audience) is right, so the 401s cannot pa
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Iterator
@@ -20,27 +17,26 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, note
 from hypothesis import strategies as st
 
+from tests.helpers.forged_tokens import b64url, compact, hs256_token
+from tests.helpers.jwks import DROP, Issuer, SigningKey
 from tests.helpers.support import encode, make_settings, signed_headers, start_service
 from tests.reliability.conftest import fuzz_settings
 from tests.reliability.hostile import valid_payload
-from tests.reliability.jwks import DROP, TokenIssuer, serve_jwks
 from tests.reliability.log_capture import collector
 
 
 @pytest.fixture(scope="module")
-def issuer() -> Iterator[TokenIssuer]:
-    with serve_jwks(TokenIssuer()) as running:
+def issuer() -> Iterator[Issuer]:
+    with Issuer() as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def api(migrated_database_url: str, issuer: TokenIssuer) -> Iterator[tuple[httpx.Client, str]]:
+def api(migrated_database_url: str, issuer: Issuer) -> Iterator[tuple[httpx.Client, str]]:
     """The service trusting `issuer`, a client, and the id of a user that is synced."""
     settings = make_settings(migrated_database_url, BETTER_AUTH_URL=issuer.origin)
     with start_service(settings) as service, httpx.Client(base_url=service.base_url, timeout=30) as client:
@@ -66,14 +62,14 @@ def assert_refused(response: httpx.Response) -> None:
 # --- the harness itself must work, or every 401 below means nothing -------------------------------
 
 
-def test_genuine_token_reads_the_synced_user(api: tuple[httpx.Client, str], issuer: TokenIssuer) -> None:
+def test_genuine_token_reads_the_synced_user(api: tuple[httpx.Client, str], issuer: Issuer) -> None:
     client, user_id = api
     response = get_me(client, f"Bearer {issuer.token(user_id)}")
     assert response.status_code == 200, response.text
     assert response.json()["id"] == user_id
 
 
-def test_genuine_token_of_an_unsynced_user_is_404(api: tuple[httpx.Client, str], issuer: TokenIssuer) -> None:
+def test_genuine_token_of_an_unsynced_user_is_404(api: tuple[httpx.Client, str], issuer: Issuer) -> None:
     client, user_id = api
     assert get_me(client, f"Bearer {issuer.token(user_id)}").status_code == 200, "the route must exist first"
     response = get_me(client, f"Bearer {issuer.token('00000000-0000-4000-8000-000000000000')}")
@@ -91,16 +87,8 @@ def test_missing_or_empty_authorization_is_401(
 # --- hostile tokens --------------------------------------------------------------------------------
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _forge(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
-    return ".".join([_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode()), _b64(signature)])
-
-
 @st.composite
-def hostile_tokens(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) -> str:
+def hostile_tokens(draw: st.DrawFn, issuer: Issuer, user_id: str) -> str:
     """A token that must be refused, for the synced user unless the attack is on `sub` itself."""
     now = int(time.time())
     attack = draw(
@@ -133,37 +121,31 @@ def hostile_tokens(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) -> str:
         claims = issuer.claims(
             user_id, sub=draw(st.sampled_from([0, None, [user_id], {"id": user_id}, True]))
         )
-        return _forge({"alg": "EdDSA", "kid": issuer.kid}, claims, b"x" * 64)
+        return compact({"alg": "EdDSA", "kid": issuer.key.kid}, claims, b"x" * 64)
     if attack == "alg-none":
         alg = draw(st.sampled_from(["none", "None", "NONE", "nOnE"]))
-        return _forge({"alg": alg, "kid": issuer.kid, "typ": "JWT"}, issuer.claims(user_id))
+        return compact({"alg": alg, "kid": issuer.key.kid, "typ": "JWT"}, issuer.claims(user_id))
     if attack == "hs256-public-key":
-        public = issuer.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        secret = draw(
-            st.sampled_from([public, _b64(public).encode(), json.dumps(issuer.jwks()["keys"][0]).encode()])
-        )
+        public = issuer.key.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        jwk = json.dumps(issuer.key.jwk()).encode()
+        secret = draw(st.sampled_from([public, b64url(public).encode(), jwk]))
         # By hand: PyJWT (rightly) refuses to use something that looks like a public key as an HMAC secret.
-        signing_input = ".".join(
-            _b64(json.dumps(part).encode())
-            for part in ({"alg": "HS256", "kid": issuer.kid, "typ": "JWT"}, issuer.claims(user_id))
-        )
-        signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-        return f"{signing_input}.{_b64(signature)}"
+        header = {"alg": "HS256", "kid": issuer.key.kid, "typ": "JWT"}
+        return hs256_token(header, issuer.claims(user_id), secret)
     if attack == "other-ed25519-key":
-        return issuer.token(user_id, key=Ed25519PrivateKey.generate())
+        return SigningKey.generate("EdDSA", kid=issuer.key.kid).sign(issuer.claims(user_id))
     if attack == "unknown-kid":
-        return issuer.token(
-            user_id, kid=draw(st.text(min_size=1, max_size=50) | st.sampled_from(["../../x", "0" * 5000]))
-        )
+        kid = draw(st.text(min_size=1, max_size=50) | st.sampled_from(["../../x", "0" * 5000]))
+        return issuer.key.sign(issuer.claims(user_id), header={"kid": kid})
     if attack == "no-kid":
-        return issuer.token(user_id, key=Ed25519PrivateKey.generate(), kid=DROP)
+        return SigningKey.generate("EdDSA").sign(issuer.claims(user_id), header={"kid": DROP})
     if attack == "rs256-own-key":
-        return issuer.token(user_id, key=rsa.generate_private_key(65537, 2048), algorithm="RS256")
+        return SigningKey.generate("RS256", kid=issuer.key.kid).sign(issuer.claims(user_id))
     if attack == "es256-own-key":
-        return issuer.token(user_id, key=ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
+        return SigningKey.generate("ES256", kid=issuer.key.kid).sign(issuer.claims(user_id))
     if attack == "tampered-claims":
         header, _, genuine_signature = issuer.token(user_id).split(".")
-        other = _b64(json.dumps(issuer.claims(draw(st.sampled_from(["admin", user_id + "x"])))).encode())
+        other = b64url(json.dumps(issuer.claims(draw(st.sampled_from(["admin", user_id + "x"])))).encode())
         return f"{header}.{other}.{genuine_signature}"
     if attack == "truncated":
         token = issuer.token(user_id)
@@ -176,7 +158,7 @@ def hostile_tokens(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) -> str:
 
 
 @st.composite
-def hostile_authorization(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) -> str | bytes | None:
+def hostile_authorization(draw: st.DrawFn, issuer: Issuer, user_id: str) -> str | bytes | None:
     shape = draw(st.sampled_from(["bearer", "bearer", "bearer", "scheme", "raw", "bytes", "missing"]))
     if shape == "missing":
         return None
@@ -198,9 +180,7 @@ def hostile_authorization(draw: st.DrawFn, issuer: TokenIssuer, user_id: str) ->
 
 @fuzz_settings(ci_examples=120)
 @given(data=st.data())
-def test_hostile_authorization_is_refused(
-    api: tuple[httpx.Client, str], issuer: TokenIssuer, data: Any
-) -> None:
+def test_hostile_authorization_is_refused(api: tuple[httpx.Client, str], issuer: Issuer, data: Any) -> None:
     """FAILS until the auth branch (GET /users/me) is merged: the route is a 404 before that."""
     client, user_id = api
     authorization = data.draw(hostile_authorization(issuer, user_id))
@@ -220,13 +200,12 @@ def _has_control_characters(value: str | bytes) -> bool:
     return any((b < 0x20 and b != 0x09) or b == 0x7F for b in raw)
 
 
-def test_unknown_kid_storm_does_not_hammer_the_jwks(
-    api: tuple[httpx.Client, str], issuer: TokenIssuer
-) -> None:
+def test_unknown_kid_storm_does_not_hammer_the_jwks(api: tuple[httpx.Client, str], issuer: Issuer) -> None:
     """DESIGN: the JWKS is refetched on an unknown kid, rate-limited. 50 tokens with fresh unknown kids
     must not cause 50 fetches (a DoS amplifier against Better Auth)."""
     client, user_id = api
-    before = issuer.jwks_requests
+    before = issuer.server.requests
     for index in range(50):
-        assert_refused(get_me(client, f"Bearer {issuer.token(user_id, kid=f'unknown-{index}')}"))
-    assert issuer.jwks_requests - before <= 5, issuer.jwks_requests - before
+        unknown = issuer.key.sign(issuer.claims(user_id), header={"kid": f"unknown-{index}"})
+        assert_refused(get_me(client, f"Bearer {unknown}"))
+    assert issuer.server.requests - before <= 5, issuer.server.requests - before

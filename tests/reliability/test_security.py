@@ -27,6 +27,7 @@ import pytest
 
 from sync_service import __version__
 from tests.helpers.databases import connected
+from tests.helpers.jwks import Issuer
 from tests.helpers.support import (
     SECRET,
     SECRET_2,
@@ -38,7 +39,6 @@ from tests.helpers.support import (
 )
 from tests.reliability.cli_service import ServedByCli, serve_with_cli
 from tests.reliability.hostile import Mutation, mutated_body, valid_payload
-from tests.reliability.jwks import TokenIssuer, serve_jwks
 from tests.reliability.log_capture import PII_MARKER, collector
 
 URL = "/webhooks/better-auth"
@@ -50,13 +50,13 @@ STALL_LIMIT_SECONDS = 15.0
 
 
 @pytest.fixture(scope="module")
-def issuer() -> Iterator[TokenIssuer]:
-    with serve_jwks(TokenIssuer()) as running:
+def issuer() -> Iterator[Issuer]:
+    with Issuer() as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def cli(migrated_database_url: str, issuer: TokenIssuer) -> Iterator[ServedByCli]:
+def cli(migrated_database_url: str, issuer: Issuer) -> Iterator[ServedByCli]:
     with serve_with_cli(
         migrated_database_url, WEBHOOK_MAX_BODY_BYTES=str(BODY_LIMIT), BETTER_AUTH_URL=issuer.origin
     ) as served:
@@ -131,9 +131,7 @@ def _stall(port: int, probe: StallProbe) -> None:
 # --- logs ------------------------------------------------------------------------------------------
 
 
-async def test_production_log_stream_holds_no_secrets_tokens_or_pii(
-    cli: ServedByCli, issuer: TokenIssuer
-) -> None:
+async def test_production_log_stream_holds_no_secrets_tokens_or_pii(cli: ServedByCli, issuer: Issuer) -> None:
     """Everything a client can make the service log, sent to the real CLI; then its stderr is searched
     for the secrets, the tokens, and every email and name used (all carry PII_MARKER)."""
     token = issuer.token(str(uuid.uuid4()))

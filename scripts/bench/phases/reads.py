@@ -28,7 +28,7 @@ def run(session: Session, sent: Sequence[workload.Event]) -> None:
         if held is None or event.user.updated_at > held.updated_at:
             newest[event.user.id] = event.user
     users = list(newest.values())[: session.plan.tokens]
-    tokens = [session.apps.jwks.token(user) for user in users]
+    tokens = [session.apps.issuer.token(workload.user_data(user)) for user in users]
     requests = [
         workload.http_request("GET", "/users/me", HOST, [("Authorization", f"Bearer {token}")])
         for token in tokens
