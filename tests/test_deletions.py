@@ -33,7 +33,7 @@ class _CountingConnection:
         self.writes = 0
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        self.writes += query == sql.WRITE_BATCH
+        self.writes += query in (sql.WRITE_BATCH, sql.WRITE_BATCH_NO_DELETIONS)
         rows: list[asyncpg.Record] = await self._conn.fetch(query, *args)
         return rows
 

@@ -304,8 +304,8 @@ async def _write(
     upcoming: Sequence[Delivery],
 ) -> tuple[dict[str, str | None], BatchState | None]:
     """Write users, deletions (`deleted`: id -> emails of its inbox rows without a user id) and inbox rows
-    (WRITE_BATCH) and read `upcoming`'s state as it was before the write. Inbox rows of a user in
-    `tombstoned` are stored erased.
+    (WRITE_BATCH, or WRITE_BATCH_NO_DELETIONS when `deleted` is empty) and read `upcoming`'s state as it
+    was before the write. Inbox rows of a user in `tombstoned` are stored erased.
 
     Returns the message ids whose inbox row did not end as asked, with the status it has instead (None:
     not written, it had already ended for good; `stale`: an applied delivery's user was not written after
@@ -321,16 +321,14 @@ async def _write(
         for d, r in sorted(entries, key=lambda e: e[0].message_id)
     ]  # fmt: skip
     next_ids, next_emails, next_message_ids = _keys(upcoming)
-    rows = await conn.fetch(
-        sql.WRITE_BATCH,
-        _encode(user_rows).decode(),
-        _encode(inbox_rows).decode(),
-        next_ids,
-        next_emails,
-        next_message_ids,
-        sorted(deleted),
-        sorted({email for emails in deleted.values() for email in emails}),
-    )
+    arguments = [
+        _encode(user_rows).decode(), _encode(inbox_rows).decode(), next_ids, next_emails, next_message_ids,
+    ]  # fmt: skip
+    if deleted:
+        deleted_emails = {email for emails in deleted.values() for email in emails}
+        rows = await conn.fetch(sql.WRITE_BATCH, *arguments, sorted(deleted), sorted(deleted_emails))
+    else:
+        rows = await conn.fetch(sql.WRITE_BATCH_NO_DELETIONS, *arguments)
     exceptions = {row[1]: row[2] for row in rows if row[0] == "x"}
     return exceptions, (_state_from(rows) if upcoming else None)
 
