@@ -12,6 +12,8 @@ connection's backend (from /proc, so PostgreSQL must run on this host), per deli
 2. Growth: plans made after ANALYZE on 200 users (a young database), then 30,000 more deliveries
    (5% deletions) with autovacuum off for those tables, per chunk: a generic plan made on small
    statistics is kept as the tables grow; a custom plan is made for each batch.
+3. Tombstones: batches of 10 that delete no one, after 20,000 users and 0, 10,000 or 40,000 tombstones
+   (no ANALYZE, as in a young database): what a batch pays for the deletions ever made.
 
 Every run is on a throwaway database of the server given (--database-url, else BENCH_DATABASE_URL, else
 TEST_DATABASE_URL, else postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end.
@@ -112,6 +114,25 @@ async def growth(url: str, mode: str, chunks: int, chunk: int) -> list[float]:
     return figures
 
 
+async def with_tombstones(url: str, tombstones: int, count: int) -> float:
+    """Backend CPU us per delivery at batches of 10, after 20,000 users and `tombstones` tombstones."""
+    workload = Workload(seed=9)
+    setup = await asyncpg.connect(url)
+    await apply_all(setup, batched(deliveries(workload, 20_000, update_share=0.0), 1_000))
+    tombstoned = "INSERT INTO deleted_users (id) SELECT gen_random_uuid()::text FROM generate_series(1, $1)"
+    await setup.execute(tombstoned, tombstones)
+    await setup.close()
+    conn, pid = await connect(url, "force_custom_plan")
+    try:
+        await apply_all(conn, batched(deliveries(workload, 200), 10))
+        measured = deliveries(workload, count)
+        started = cpu_seconds(pid)
+        await apply_all(conn, batched(measured, 10))
+        return (cpu_seconds(pid) - started) / count * 1e6
+    finally:
+        await conn.close()
+
+
 async def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -142,6 +163,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
         with migrated_database(server) as url:
             figures = await growth(url, mode, chunks, chunk)
         print(f"   {mode:<20} " + " ".join(f"{figure:6.0f}" for figure in figures), flush=True)
+    print("3. batches of 10 deleting no one, after 20,000 users and N tombstones (no ANALYZE)")
+    for tombstones in (0, 10_000, 40_000):
+        with migrated_database(server) as url:
+            figure = await with_tombstones(url, tombstones, count)
+        print(f"   {tombstones:>6,} tombstones {figure:9.0f}", flush=True)
     return 0
 
 

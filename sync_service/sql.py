@@ -46,8 +46,12 @@ def _erased(row: str) -> str:
 # A batch's writes in one statement, so they commit together without an explicit transaction (one round
 # trip instead of BEGIN, two writes and COMMIT). The rows come as two JSON arrays of objects ($1 users,
 # $2 inbox rows, each sorted by key): encoding one JSON text is several times cheaper for the client than
-# fifteen typed arrays, and the payloads travel inside it as they are. $6 are the user ids the batch
-# deletes (sorted), $7 the emails their deletions and rows gave.
+# fifteen typed arrays, and the payloads travel inside it as they are. $6 are the ids of $1's users, $7 the
+# user ids the batch deletes (sorted), $8 the emails their deletions and rows gave.
+# - `tombstones`: which of $6 are tombstoned, looked up in the primary key. A join of the rows with
+#   `deleted_users` itself was planned for the 100 rows PostgreSQL assumes a JSON array holds: it read and
+#   hashed every tombstone for each batch, a cost that grew with the deletions ever made. Like every read
+#   of one statement, it sees the snapshot the statement started with.
 # - `removed`, `tombstoned`: the deletions. They win over any row (a tombstone is final), so no ordering
 #   rule applies; a tombstone already there (a concurrent deletion) is kept as it is.
 # - `erased_owned`, `erased_unowned`: erasure. The stored inbox rows of the deleted users, and those
@@ -56,10 +60,10 @@ def _erased(row: str) -> str:
 #   statement must not modify a row twice.
 # - `written`: the newest state of each user the batch applies. Its WHERE clause repeats the ordering rule
 #   in the database so that a row a concurrent writer made newer is never overwritten by an older event,
-#   and skips an id a concurrent writer tombstoned. It runs only once `removed` has run to its end (the
-#   count is an InitPlan, evaluated before the first row is inserted): a user signing up again with the
-#   email of a user this batch deletes must find that row gone, or the unique index refuses the insert.
-#   The sub-statements of one statement otherwise run in no order PostgreSQL promises.
+#   and skips an id a concurrent writer tombstoned (`tombstones`). It runs only once `removed` has run to
+#   its end (the count is an InitPlan, evaluated before the first row is inserted): a user signing up
+#   again with the email of a user this batch deletes must find that row gone, or the unique index
+#   refuses the insert. The sub-statements of one statement otherwise run in no order PostgreSQL promises.
 # - `recorded`: one inbox row per evaluated delivery; an `applied` one whose user was not written after
 #   all is recorded as `stale` (not one flagged `erase`: its user is deleted, by this batch if applied;
 #   a join, not `= ANY(array of written ids)`: that compared every inbox row with every written id, half
@@ -73,26 +77,26 @@ def _erased(row: str) -> str:
 # $4 emails, $5 message ids). Like every part of one statement, that read sees the rows as they were before
 # this statement's writes; the caller brings them up to date with what it wrote.
 def _write_batch(*, deletions: bool) -> str:
-    """WRITE_BATCH, or without its deletions: no `removed`, `tombstoned`, `erased_*`, $6 or $7."""
+    """WRITE_BATCH, or without its deletions: no `removed`, `tombstoned`, `erased_*`, $7 or $8."""
     after_removed, deleted_email, deleting = "", "", ""
     if deletions:
         after_removed = "(SELECT count(*) FROM removed) >= 0\n      AND "
         deleted_email = (
-            " " * 18 + "OR (i.user_id IS NULL AND (i.payload -> 'data' ->> 'email') = ANY($7::text[]))\n"
+            " " * 18 + "OR (i.user_id IS NULL AND (i.payload -> 'data' ->> 'email') = ANY($8::text[]))\n"
         )
         deleting = f"""), removed AS (
-    DELETE FROM users WHERE id = ANY($6::text[])
+    DELETE FROM users WHERE id = ANY($7::text[])
     RETURNING id
 ), tombstoned AS (
-    INSERT INTO deleted_users (id) SELECT unnest($6::text[])
+    INSERT INTO deleted_users (id) SELECT unnest($7::text[])
     ON CONFLICT (id) DO NOTHING
 ), erased_owned AS (
     UPDATE webhook_events AS e SET payload = {_erased("e")}
-    WHERE e.user_id = ANY($6::text[])
+    WHERE e.user_id = ANY($7::text[])
       AND NOT EXISTS (SELECT 1 FROM incoming AS i WHERE i.message_id = e.message_id)
 ), erased_unowned AS (
     UPDATE webhook_events AS e SET payload = {_erased("e")}
-    WHERE e.user_id IS NULL AND (e.payload -> 'data' ->> 'email') = ANY($7::text[])
+    WHERE e.user_id IS NULL AND (e.payload -> 'data' ->> 'email') = ANY($8::text[])
       AND NOT EXISTS (SELECT 1 FROM incoming AS i WHERE i.message_id = e.message_id)
 """
     return f"""
@@ -100,12 +104,14 @@ WITH incoming AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(
         message_id text, event_type text, user_id text, event_timestamp timestamptz,
         received_at timestamptz, status text, error text, payload jsonb, erase boolean)
+), tombstones AS MATERIALIZED (
+    SELECT id FROM deleted_users WHERE id = ANY($6::text[])
 {deleting}), written AS (
     INSERT INTO users (id, email, email_verified, name, image, created_at, updated_at)
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
         id text, email text, email_verified boolean, name text, image text, created_at timestamptz,
         updated_at timestamptz)
-    WHERE {after_removed}NOT EXISTS (SELECT 1 FROM deleted_users AS t WHERE t.id = x.id)
+    WHERE {after_removed}NOT EXISTS (SELECT 1 FROM tombstones AS t WHERE t.id = x.id)
     ON CONFLICT (id) DO UPDATE SET
         email = EXCLUDED.email,
         email_verified = EXCLUDED.email_verified,
@@ -128,7 +134,7 @@ WITH incoming AS MATERIALIZED (
            i.error,
            CASE WHEN i.erase
 {deleted_email}                  OR (i.status = 'applied' AND i.erase IS NULL AND w.id IS NULL
-                      AND EXISTS (SELECT 1 FROM deleted_users AS t WHERE t.id = i.user_id))
+                      AND EXISTS (SELECT 1 FROM tombstones AS t WHERE t.id = i.user_id))
                 THEN {_erased("i")}
                 ELSE i.payload END
     FROM incoming AS i

@@ -323,6 +323,7 @@ async def _write(
     next_ids, next_emails, next_message_ids = _keys(upcoming)
     arguments = [
         _encode(user_rows).decode(), _encode(inbox_rows).decode(), next_ids, next_emails, next_message_ids,
+        sorted(users),
     ]  # fmt: skip
     if deleted:
         deleted_emails = {email for emails in deleted.values() for email in emails}
