@@ -14,6 +14,8 @@ connection's backend (from /proc, so PostgreSQL must run on this host), per deli
    statistics is kept as the tables grow; a custom plan is made for each batch.
 3. Tombstones: batches of 10 that delete no one, after 20,000 users and 0, 10,000 or 40,000 tombstones
    (no ANALYZE, as in a young database): what a batch pays for the deletions ever made.
+4. The floor: custom plans at batches of 10 up to 2,000 (replay's batch size), after 20,000 users and
+   ANALYZE: what writing one delivery costs PostgreSQL however many share a statement.
 
 Every run is on a throwaway database of the server given (--database-url, else BENCH_DATABASE_URL, else
 TEST_DATABASE_URL, else postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end.
@@ -40,6 +42,7 @@ from sync_service.ops import migrations
 from sync_service.webhooks.events import Rules, parse_delivery
 
 MODES = ("force_custom_plan", "auto", "force_generic_plan")
+FLOOR_BATCHES = (10, 100, 1_000, 2_000)
 RULES = Rules("uuid", timedelta(minutes=5))
 
 
@@ -147,6 +150,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         or "postgresql://postgres@127.0.0.1:5432/postgres"
     )
     count, chunks, chunk = (2_000, 3, 2_000) if args.quick else (6_000, 6, 5_000)
+    floor_count = 8_000 if args.quick else 20_000  # several of the largest batches
 
     print("PostgreSQL backend CPU per delivery (us), ingest core, one connection, read-ahead on")
     print("1. after 20,000 users and ANALYZE")
@@ -168,6 +172,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
         with migrated_database(server) as url:
             figure = await with_tombstones(url, tombstones, count)
         print(f"   {tombstones:>6,} tombstones {figure:9.0f}", flush=True)
+    print(f"4. the floor: custom plans by batch size, {floor_count:,} deliveries after 20,000 users, ANALYZE")
+    for batch in FLOOR_BATCHES:
+        with migrated_database(server) as url:
+            figure = await by_mode(url, "force_custom_plan", batch, floor_count)
+        print(f"   batch {batch:>5,} {figure:9.0f}", flush=True)
     return 0
 
 
