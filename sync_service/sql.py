@@ -31,87 +31,49 @@ WHERE message_id = ANY($3::text[])
 """
 
 
-def _erased(row: str) -> str:
-    """An inbox payload erased (a deleted user's): only `type`, `timestamp` and `data.id` are kept, taken
-    from the columns where they are validated (a payload may be a JSON string, when jsonb refused it as it
-    came). The timestamp is kept only when it looks like one: in a misshapen envelope it is free text.
-    `data.id` is the row's user id: a row without one keeps no id (what it named was no valid id)."""
-    return f"""jsonb_strip_nulls(jsonb_build_object(
-        'type', to_jsonb({row}.event_type),
-        'timestamp', CASE WHEN {row}.payload ->> 'timestamp' ~ '^[0-9:.TZ+-]{{1,40}}$'
-                          THEN {row}.payload -> 'timestamp' END,
-        'data', jsonb_build_object('id', to_jsonb({row}.user_id))))"""
-
-
 # A batch's writes in one statement, so they commit together without an explicit transaction (one round
 # trip instead of BEGIN, two writes and COMMIT). The rows come as two JSON arrays of objects ($1 users,
 # $2 inbox rows, each sorted by key): encoding one JSON text is several times cheaper for the client than
 # fifteen typed arrays, and the payloads travel inside it as they are. $6 are the ids of $1's users, $7 the
 # user ids the batch deletes (sorted), $8 the emails their deletions and rows gave.
-# - `tombstones`: which of $6 are tombstoned, looked up in the primary key. A join of the rows with
-#   `deleted_users` itself was planned for the 100 rows PostgreSQL assumes a JSON array holds: it read and
-#   hashed every tombstone for each batch, a cost that grew with the deletions ever made. Like every read
-#   of one statement, it sees the snapshot the statement started with.
-# - `removed`, `tombstoned`: the deletions. They win over any row (a tombstone is final), so no ordering
-#   rule applies; a tombstone already there (a concurrent deletion) is kept as it is.
-# - `erased_owned`, `erased_unowned`: erasure. The stored inbox rows of the deleted users, and those
-#   without a user id that carry one of their emails (the partial index on the payload's email finds
-#   them), keep only type, timestamp and data.id. The batch's own inbox rows are left to `recorded`: one
-#   statement must not modify a row twice.
+# - `tombstones`: `sync_service_guard_batch` (migrations/0004) first locks the batch's users against
+#   concurrent writers, applies the deletions ($7, $8: the rows, the tombstones, the erasure of their stored
+#   inbox payloads but the batch's own) and returns which of $6 are tombstoned. It runs in a function
+#   because its queries must see what a writer it waited for committed, which this statement's snapshot,
+#   taken before the wait, does not. It runs before `written` stores a row (that row's tombstone check needs
+#   its result), so a user signing up again with the email of a user this batch deletes finds that row
+#   gone; and it runs even when no row is written (`recorded` counts it).
 # - `written`: the newest state of each user the batch applies. Its WHERE clause repeats the ordering rule
 #   in the database so that a row a concurrent writer made newer is never overwritten by an older event,
-#   and skips an id a concurrent writer tombstoned (`tombstones`). It runs only once `removed` has run to
-#   its end (the count is an InitPlan, evaluated before the first row is inserted): a user signing up
-#   again with the email of a user this batch deletes must find that row gone, or the unique index
-#   refuses the insert. The sub-statements of one statement otherwise run in no order PostgreSQL promises.
+#   and skips an id that is tombstoned.
 # - `recorded`: one inbox row per evaluated delivery; an `applied` one whose user was not written after
 #   all is recorded as `stale` (not one flagged `erase`: its user is deleted, by this batch if applied;
 #   a join, not `= ANY(array of written ids)`: that compared every inbox row with every written id, half
 #   of PostgreSQL's time on a 2,000-event replay batch), erased if a concurrent deletion is why. Rows
-#   flagged `erase` and rows without a user id carrying a deleted email are stored erased. A row that
-#   already ended for good is left alone (the caller reports a duplicate: another writer finished it
-#   first); a rejected or conflicting one is evaluated again and overwritten.
+#   flagged `erase` and rows without a user id carrying a deleted email are stored erased
+#   (`sync_service_erased`). A row that already ended for good is left alone (the caller reports a
+#   duplicate: another writer finished it first); a rejected or conflicting one is evaluated again and
+#   overwritten.
 # It returns (kind 'x') only the inbox rows that did not end as asked: status NULL (not written: a
 # duplicate) or `stale` (asked `applied`), usually none; and, read along so that a writer with a next batch
 # waiting needs one round trip per batch, READ_BATCH_STATE's rows for that batch's keys ($3 user ids,
 # $4 emails, $5 message ids). Like every part of one statement, that read sees the rows as they were before
 # this statement's writes; the caller brings them up to date with what it wrote.
-def _write_batch(*, deletions: bool) -> str:
-    """WRITE_BATCH, or without its deletions: no `removed`, `tombstoned`, `erased_*`, $7 or $8."""
-    after_removed, deleted_email, deleting = "", "", ""
-    if deletions:
-        after_removed = "(SELECT count(*) FROM removed) >= 0\n      AND "
-        deleted_email = (
-            " " * 18 + "OR (i.user_id IS NULL AND (i.payload -> 'data' ->> 'email') = ANY($8::text[]))\n"
-        )
-        deleting = f"""), removed AS (
-    DELETE FROM users WHERE id = ANY($7::text[])
-    RETURNING id
-), tombstoned AS (
-    INSERT INTO deleted_users (id) SELECT unnest($7::text[])
-    ON CONFLICT (id) DO NOTHING
-), erased_owned AS (
-    UPDATE webhook_events AS e SET payload = {_erased("e")}
-    WHERE e.user_id = ANY($7::text[])
-      AND NOT EXISTS (SELECT 1 FROM incoming AS i WHERE i.message_id = e.message_id)
-), erased_unowned AS (
-    UPDATE webhook_events AS e SET payload = {_erased("e")}
-    WHERE e.user_id IS NULL AND (e.payload -> 'data' ->> 'email') = ANY($8::text[])
-      AND NOT EXISTS (SELECT 1 FROM incoming AS i WHERE i.message_id = e.message_id)
-"""
-    return f"""
+WRITE_BATCH = """
 WITH incoming AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(
         message_id text, event_type text, user_id text, event_timestamp timestamptz,
         received_at timestamptz, status text, error text, payload jsonb, erase boolean)
 ), tombstones AS MATERIALIZED (
-    SELECT id FROM deleted_users WHERE id = ANY($6::text[])
-{deleting}), written AS (
+    SELECT id
+    FROM sync_service_guard_batch($6::text[], $7::text[], $8::text[], ARRAY(SELECT message_id FROM incoming))
+        AS guard (id)
+), written AS (
     INSERT INTO users (id, email, email_verified, name, image, created_at, updated_at)
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
         id text, email text, email_verified boolean, name text, image text, created_at timestamptz,
         updated_at timestamptz)
-    WHERE {after_removed}NOT EXISTS (SELECT 1 FROM tombstones AS t WHERE t.id = x.id)
+    WHERE NOT EXISTS (SELECT 1 FROM tombstones AS t WHERE t.id = x.id)
     ON CONFLICT (id) DO UPDATE SET
         email = EXCLUDED.email,
         email_verified = EXCLUDED.email_verified,
@@ -133,12 +95,14 @@ WITH incoming AS MATERIALIZED (
                 ELSE i.status END,
            i.error,
            CASE WHEN i.erase
-{deleted_email}                  OR (i.status = 'applied' AND i.erase IS NULL AND w.id IS NULL
+                  OR (i.user_id IS NULL AND (i.payload -> 'data' ->> 'email') = ANY($8::text[]))
+                  OR (i.status = 'applied' AND i.erase IS NULL AND w.id IS NULL
                       AND EXISTS (SELECT 1 FROM tombstones AS t WHERE t.id = i.user_id))
-                THEN {_erased("i")}
+                THEN sync_service_erased(i.event_type, i.user_id, i.payload)
                 ELSE i.payload END
     FROM incoming AS i
     LEFT JOIN written AS w ON w.id = i.user_id
+    WHERE (SELECT count(*) FROM tombstones) >= 0
     ON CONFLICT (message_id) DO UPDATE SET
         event_type = EXCLUDED.event_type,
         user_id = EXCLUDED.user_id,
@@ -169,13 +133,6 @@ SELECT 'f', message_id, status, NULL, NULL, NULL, NULL, NULL, NULL
 FROM webhook_events
 WHERE message_id = ANY($5::text[])
 """
-
-
-WRITE_BATCH = _write_batch(deletions=True)
-# The same for a batch that deletes no one, nearly every batch: $1 to $5 only. The deletion sub-statements
-# cost PostgreSQL their planning even with nothing to delete (about a tenth of its CPU per delivery at
-# batches of 10 to 30; docs/performance.md).
-WRITE_BATCH_NO_DELETIONS = _write_batch(deletions=False)
 
 # --- replay -----------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ for a new sign-up, all in the group commit's one statement; tables referencing u
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ class _CountingConnection:
         self.writes = 0
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        self.writes += query in (sql.WRITE_BATCH, sql.WRITE_BATCH_NO_DELETIONS)
+        self.writes += query == sql.WRITE_BATCH
         rows: list[asyncpg.Record] = await self._conn.fetch(query, *args)
         return rows
 
@@ -246,6 +247,47 @@ async def test_sign_up_before_the_deletion_converges_on_retry(
     assert retry.json() == {"status": "applied"}
     assert repeat.json() == {"status": "stale"}
     assert await db.fetchval("SELECT id FROM users WHERE email = 'again@example.com'") == new["id"]
+
+
+async def test_a_deletion_racing_a_write_of_its_user_on_another_connection_wins(
+    migrated_database_url: str, db: asyncpg.Connection
+) -> None:
+    """Two writers (two instances, or a replay beside the service) apply, at the same moment, a write of a
+    user (a creation, or an update of a stored row) and that user's deletion. Whichever commits first, the
+    deletion wins: no row is left beside its tombstone and no inbox row of that user keeps its email.
+    (Before the writes were serialized per user, a third to two thirds of these rounds left the row.)"""
+    rounds = 60
+    raced: list[str] = []
+    writer = await asyncpg.connect(migrated_database_url)
+    deleter = await asyncpg.connect(migrated_database_url)
+    try:
+        for i in range(rounds):
+            user = user_data(created=BASE, email=f"race{i}@example.com")
+            raced.append(user["id"])
+            stored = i % 2 == 0
+            if stored:
+                await apply_batch(writer, [_delivery(f"c{i}", envelope(user))])
+            newer = {**user, "name": "Newer", "updatedAt": iso(BASE + timedelta(seconds=1))}
+            write = _delivery(f"w{i}", envelope(newer, "user.updated" if stored else "user.created"))
+            # Other users in the writer's batch move its statement's timing against the deletion's.
+            others = [_delivery(f"o{i}-{j}", envelope(user_data(created=BASE))) for j in range(i % 5)]
+            written, deleted = await asyncio.gather(
+                apply_batch(writer, [*others, write]),
+                apply_batch(deleter, [_delivery(f"d{i}", envelope(newer, "user.deleted"))]),
+            )
+            assert written[-1].outcome.value in {"applied", "stale"}
+            assert [r.outcome.value for r in deleted] == ["applied"]
+    finally:
+        await writer.close()
+        await deleter.close()
+    left = await db.fetch("SELECT id FROM users WHERE id = ANY($1::text[])", raced)
+    assert left == [], f"{len(left)} of {rounds} deleted users were written back"
+    assert await db.fetchval("SELECT count(*) FROM deleted_users WHERE id = ANY($1::text[])", raced) == rounds
+    keeping_pii = await db.fetchval(
+        "SELECT count(*) FROM webhook_events WHERE user_id = ANY($1::text[]) AND payload -> 'data' ? 'email'",
+        raced,
+    )
+    assert keeping_pii == 0, f"{keeping_pii} inbox rows of deleted users keep their email"
 
 
 async def test_replaying_a_deleted_users_inbox_changes_nothing(

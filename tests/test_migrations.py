@@ -10,7 +10,12 @@ import pytest
 from sync_service.ops import migrations
 from tests.helpers.support import make_settings
 
-ALL = ["0001_create_users", "0002_create_webhook_events", "0003_create_deleted_users"]
+ALL = [
+    "0001_create_users",
+    "0002_create_webhook_events",
+    "0003_create_deleted_users",
+    "0004_serialize_user_writes",
+]
 
 
 def _yoyo(url: str) -> str:
@@ -43,17 +48,27 @@ def _tables(url: str) -> set[str]:
     return {r[0] for r in rows if not r[0].startswith(("_yoyo", "yoyo"))}
 
 
+def _functions(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
 def test_apply_rollback_apply_and_resulting_schema(fresh_database_url: str) -> None:
     url = _yoyo(fresh_database_url)
     assert migrations.apply(url) == ALL
     assert migrations.apply(url) == []
-    assert [s.applied for s in migrations.status(url)] == [True, True, True]
+    assert [s.applied for s in migrations.status(url)] == [True] * len(ALL)
+    assert _functions(fresh_database_url) == {"sync_service_erased", "sync_service_guard_batch"}
 
-    assert migrations.rollback(url, 3) == ALL[::-1]
+    assert migrations.rollback(url, len(ALL)) == ALL[::-1]
     assert _tables(fresh_database_url) == set()
-    assert [s.applied for s in migrations.status(url)] == [False, False, False]
+    assert _functions(fresh_database_url) == set()
+    assert [s.applied for s in migrations.status(url)] == [False] * len(ALL)
 
-    assert len(migrations.apply(url)) == 3
+    assert migrations.apply(url) == ALL
     assert _tables(fresh_database_url) == {"users", "webhook_events", "deleted_users"}
     assert _columns(fresh_database_url, "deleted_users") == {
         "id": ("text", "NO", None),
@@ -94,11 +109,14 @@ def test_apply_rollback_apply_and_resulting_schema(fresh_database_url: str) -> N
 def test_rollback_one_then_list(fresh_database_url: str) -> None:
     url = _yoyo(fresh_database_url)
     migrations.apply(url)
-    assert migrations.rollback(url, 2) == ["0003_create_deleted_users", "0002_create_webhook_events"]
+    assert migrations.rollback(url, 3) == [
+        "0004_serialize_user_writes", "0003_create_deleted_users", "0002_create_webhook_events",
+    ]  # fmt: skip
     assert [(s.migration_id, s.applied) for s in migrations.status(url)] == [
         ("0001_create_users", True),
         ("0002_create_webhook_events", False),
         ("0003_create_deleted_users", False),
+        ("0004_serialize_user_writes", False),
     ]
     assert _tables(fresh_database_url) == {"users"}
 
@@ -154,9 +172,10 @@ def test_migrate_cli(fresh_database_url: str) -> None:
     assert "pending  0001_create_users" in run("--list")
     assert run() == f"applied: {', '.join(ALL)}\n"
     assert run() == "applied: nothing (schema at head)\n"
-    assert run("--rollback", "1") == "rolled back: 0003_create_deleted_users\n"
+    assert run("--rollback", "1") == "rolled back: 0004_serialize_user_writes\n"
     assert run("--list").splitlines() == [
         "applied  0001_create_users",
         "applied  0002_create_webhook_events",
-        "pending  0003_create_deleted_users",
+        "applied  0003_create_deleted_users",
+        "pending  0004_serialize_user_writes",
     ]

@@ -17,6 +17,8 @@ load the round trips, not PostgreSQL, bound how fast a batch goes):
    concurrent writer (another batch, worker or replay) that changed a row since step 1 is never undone:
    an applied delivery whose user row turned out newer is recorded stale, a message id that another
    writer finished first is reported duplicate, and an email another writer took fails the statement.
+   It first locks the batch's users against concurrent writers, so that a write and a deletion of one
+   user wait for each other and the deletion wins (`sync_service_guard_batch`, migrations/0004).
 
 If that statement fails on something one delivery caused (a value PostgreSQL refuses, an email taken by
 a concurrent writer), nothing of the batch was written, and every delivery is applied again on its own,
@@ -304,8 +306,8 @@ async def _write(
     upcoming: Sequence[Delivery],
 ) -> tuple[dict[str, str | None], BatchState | None]:
     """Write users, deletions (`deleted`: id -> emails of its inbox rows without a user id) and inbox rows
-    (WRITE_BATCH, or WRITE_BATCH_NO_DELETIONS when `deleted` is empty) and read `upcoming`'s state as it
-    was before the write. Inbox rows of a user in `tombstoned` are stored erased.
+    in one statement (WRITE_BATCH) and read `upcoming`'s state as it was before the write. Inbox rows of a
+    user in `tombstoned` are stored erased.
 
     Returns the message ids whose inbox row did not end as asked, with the status it has instead (None:
     not written, it had already ended for good; `stale`: an applied delivery's user was not written after
@@ -325,11 +327,8 @@ async def _write(
         _encode(user_rows).decode(), _encode(inbox_rows).decode(), next_ids, next_emails, next_message_ids,
         sorted(users),
     ]  # fmt: skip
-    if deleted:
-        deleted_emails = {email for emails in deleted.values() for email in emails}
-        rows = await conn.fetch(sql.WRITE_BATCH, *arguments, sorted(deleted), sorted(deleted_emails))
-    else:
-        rows = await conn.fetch(sql.WRITE_BATCH_NO_DELETIONS, *arguments)
+    deleted_emails = {email for emails in deleted.values() for email in emails}
+    rows = await conn.fetch(sql.WRITE_BATCH, *arguments, sorted(deleted), sorted(deleted_emails))
     exceptions = {row[1]: row[2] for row in rows if row[0] == "x"}
     return exceptions, (_state_from(rows) if upcoming else None)
 
