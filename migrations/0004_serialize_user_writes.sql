@@ -25,11 +25,13 @@ AS $$
 $$;
 
 -- Called first by each batch's write (sql.WRITE_BATCH), in the write's own transaction:
--- 1. lock the batch's users, in one order (no deadlock between batches): shared for those it writes,
---    exclusive for those it deletes, so writes of a user never wait for each other, and a write and a
---    deletion of one user wait for the other's commit. The locks are transaction-level advisory locks
---    (released at commit, so PgBouncer's transaction pooling keeps them), on one of 256 buckets of the
---    user id's hash: a batch of any size holds at most 256 locks, far below the lock table's size;
+-- 1. take the batch's user locks (`lock_keys`, sorted, so that batches cannot deadlock each other): one
+--    per bucket of user ids, 2 * bucket + 1 exclusive for a bucket holding a user the batch deletes,
+--    2 * bucket shared for one holding only users it writes (ingest.core.lock_keys). So writes of a user
+--    never wait for each other, and a write and a deletion of one user wait for the other's commit. They
+--    are transaction-level advisory locks (released at commit, so PgBouncer's transaction pooling keeps
+--    them) of class 1937337955 ('sync'); with 256 buckets a batch of any size holds at most 256 locks, far
+--    below the lock table's size;
 -- 2. apply the deletions: the rows, the tombstones, and the erasure of the deleted users' stored inbox
 --    payloads (by user id, and those without a user id carrying one of `deleted_emails`), except the
 --    batch's own inbox rows (`own_message_ids`), which the write stores erased itself;
@@ -37,31 +39,16 @@ $$;
 -- Plans are made for each call's arguments: a plan PostgreSQL would otherwise settle on in a young
 -- database would scan whole tables as they grow.
 CREATE FUNCTION sync_service_guard_batch(
-    writes text[], deletions text[], deleted_emails text[], own_message_ids text[]
+    lock_keys integer[], writes text[], deletions text[], deleted_emails text[], own_message_ids text[]
 ) RETURNS SETOF text
 LANGUAGE plpgsql VOLATILE
 SET plan_cache_mode = force_custom_plan
 AS $$
-DECLARE
-    bucket integer;
-    exclusive boolean;
 BEGIN
-    FOR bucket, exclusive IN
-        SELECT key, bool_or(deleting)
-        FROM (
-            SELECT hashtext(id) & 255, false FROM unnest(writes) AS id
-            UNION ALL
-            SELECT hashtext(id) & 255, true FROM unnest(deletions) AS id
-        ) AS keys (key, deleting)
-        GROUP BY key
-        ORDER BY key
-    LOOP
-        IF exclusive THEN
-            PERFORM pg_advisory_xact_lock(1937337955, bucket);  -- 1937337955: 'sync' (this service's locks)
-        ELSE
-            PERFORM pg_advisory_xact_lock_shared(1937337955, bucket);
-        END IF;
-    END LOOP;
+    -- One query for all the locks: a PERFORM per lock cost about as much again as the rest of the call.
+    PERFORM CASE WHEN key & 1 = 1 THEN pg_advisory_xact_lock(1937337955, key >> 1)
+                 ELSE pg_advisory_xact_lock_shared(1937337955, key >> 1) END
+    FROM unnest(lock_keys) AS key;
     IF cardinality(deletions) > 0 THEN
         DELETE FROM users WHERE id = ANY(deletions);
         INSERT INTO deleted_users (id) SELECT unnest(deletions) ON CONFLICT (id) DO NOTHING;

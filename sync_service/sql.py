@@ -35,10 +35,11 @@ WHERE message_id = ANY($3::text[])
 # trip instead of BEGIN, two writes and COMMIT). The rows come as two JSON arrays of objects ($1 users,
 # $2 inbox rows, each sorted by key): encoding one JSON text is several times cheaper for the client than
 # fifteen typed arrays, and the payloads travel inside it as they are. $6 are the ids of $1's users, $7 the
-# user ids the batch deletes (sorted), $8 the emails their deletions and rows gave.
+# user ids the batch deletes (sorted), $8 the emails their deletions and rows gave, $9 the lock keys of
+# $6 and $7 (`ingest.core.lock_keys`).
 # - `tombstones`: `sync_service_guard_batch` (migrations/0004) first locks the batch's users against
-#   concurrent writers, applies the deletions ($7, $8: the rows, the tombstones, the erasure of their stored
-#   inbox payloads but the batch's own) and returns which of $6 are tombstoned. It runs in a function
+#   concurrent writers ($9), applies the deletions ($7, $8: the rows, the tombstones, the erasure of their
+#   stored inbox payloads but the batch's own) and returns which of $6 are tombstoned. It runs in a function
 #   because its queries must see what a writer it waited for committed, which this statement's snapshot,
 #   taken before the wait, does not. It runs before `written` stores a row (that row's tombstone check needs
 #   its result), so a user signing up again with the email of a user this batch deletes finds that row
@@ -66,8 +67,9 @@ WITH incoming AS MATERIALIZED (
         received_at timestamptz, status text, error text, payload jsonb, erase boolean)
 ), tombstones AS MATERIALIZED (
     SELECT id
-    FROM sync_service_guard_batch($6::text[], $7::text[], $8::text[], ARRAY(SELECT message_id FROM incoming))
-        AS guard (id)
+    FROM sync_service_guard_batch(
+        $9::integer[], $6::text[], $7::text[], $8::text[], ARRAY(SELECT message_id FROM incoming)
+    ) AS guard (id)
 ), written AS (
     INSERT INTO users (id, email, email_verified, name, image, created_at, updated_at)
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(

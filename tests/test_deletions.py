@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from sync_service import sql
-from sync_service.ingest.core import apply_batch
+from sync_service.ingest.core import apply_batch, lock_keys
 from sync_service.ingest.records import Delivery
 from sync_service.webhooks.events import Rules, parse_delivery
 from tests.helpers.support import ServiceUnderTest, deliver, encode, envelope, iso, user_data
@@ -288,6 +288,52 @@ async def test_a_deletion_racing_a_write_of_its_user_on_another_connection_wins(
         raced,
     )
     assert keeping_pii == 0, f"{keeping_pii} inbox rows of deleted users keep their email"
+
+
+def test_lock_keys_are_one_sorted_order_with_deletions_exclusive() -> None:
+    """Every writer takes its users' locks in one order (sorted), one per bucket, so that batches cannot
+    deadlock each other; a user's write and deletion take the same bucket, the deletion exclusively."""
+    writes = [user_data()["id"] for _ in range(400)]
+    deletions = [user_data()["id"] for _ in range(100)]
+    keys = lock_keys(writes, deletions)
+    buckets = [key >> 1 for key in keys]
+    assert keys == sorted(keys)
+    assert len(set(buckets)) == len(buckets) <= 256
+    assert lock_keys(reversed(writes), reversed(deletions)) == keys
+    for user_id in deletions:
+        (shared,) = lock_keys([user_id], [])
+        assert lock_keys([], [user_id]) == [shared + 1]
+        assert shared + 1 in keys  # exclusive wins over the writes of its bucket
+        assert shared not in keys
+
+
+async def test_crossed_writes_and_deletions_on_two_connections_do_not_deadlock(
+    migrated_database_url: str, db: asyncpg.Connection
+) -> None:
+    """Each connection writes the user the other deletes, at the same moment: neither batch fails (a
+    deadlock would fail one) and both deletions win."""
+    rounds = 30
+    first = await asyncpg.connect(migrated_database_url)
+    second = await asyncpg.connect(migrated_database_url)
+    pairs = []
+    try:
+        for i in range(rounds):
+            x, y = user_data(created=BASE), user_data(created=BASE)
+            pairs.append((x["id"], y["id"]))
+            await apply_batch(first, [_delivery(f"cx{i}", envelope(x)), _delivery(f"cy{i}", envelope(y))])
+            newer_x, newer_y = ({**u, "updatedAt": iso(BASE + timedelta(seconds=1))} for u in (x, y))
+            await asyncio.gather(
+                apply_batch(first, [_delivery(f"ux{i}", envelope(newer_x, "user.updated")),
+                                    _delivery(f"dy{i}", envelope(newer_y, "user.deleted"))]),
+                apply_batch(second, [_delivery(f"uy{i}", envelope(newer_y, "user.updated")),
+                                     _delivery(f"dx{i}", envelope(newer_x, "user.deleted"))]),
+            )  # fmt: skip
+    finally:
+        await first.close()
+        await second.close()
+    ids = [user_id for pair in pairs for user_id in pair]
+    assert await db.fetchval("SELECT count(*) FROM users WHERE id = ANY($1::text[])", ids) == 0
+    assert await db.fetchval("SELECT count(*) FROM deleted_users WHERE id = ANY($1::text[])", ids) == len(ids)
 
 
 async def test_replaying_a_deleted_users_inbox_changes_nothing(

@@ -394,8 +394,8 @@ async def test_batch_statements_look_inbox_rows_and_tombstones_up_by_key(
         write = "EXPLAIN (FORMAT JSON) " + sql.WRITE_BATCH
         plans = [
             await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql.READ_BATCH_STATE, ids, emails, message_ids),
-            await conn.fetchval(write, "[]", "[]", ids, emails, message_ids, ids, [], []),
-            await conn.fetchval(write, "[]", "[]", ids, emails, message_ids, ids, ids[:1], emails[:1]),
+            await conn.fetchval(write, "[]", "[]", ids, emails, message_ids, ids, [], [], [0, 2]),
+            await conn.fetchval(write, "[]", "[]", ids, emails, message_ids, ids, ids[:1], emails[:1], [1]),
         ]
         # The write's guard (migrations/0004) runs its own queries: the tombstones of the batch's users and,
         # for a deletion, the erasure of the user's inbox rows (by user id) and of those without one carrying
@@ -406,7 +406,8 @@ async def test_batch_statements_look_inbox_rows_and_tombstones_up_by_key(
         )
         guard = """
             EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
-            SELECT count(*) FROM sync_service_guard_batch($1::text[], $2::text[], $3::text[], $4::text[])
+            SELECT count(*)
+            FROM sync_service_guard_batch('{1, 2}', $1::text[], $2::text[], $3::text[], $4::text[])
         """
         for _ in range(2):  # the first call also reads the catalog, to compile the function
             transaction = conn.transaction()

@@ -27,6 +27,7 @@ so one bad event never fails the others.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -328,9 +329,29 @@ async def _write(
         sorted(users),
     ]  # fmt: skip
     deleted_emails = {email for emails in deleted.values() for email in emails}
-    rows = await conn.fetch(sql.WRITE_BATCH, *arguments, sorted(deleted), sorted(deleted_emails))
+    rows = await conn.fetch(
+        sql.WRITE_BATCH, *arguments, sorted(deleted), sorted(deleted_emails), lock_keys(users, deleted)
+    )
     exceptions = {row[1]: row[2] for row in rows if row[0] == "x"}
     return exceptions, (_state_from(rows) if upcoming else None)
+
+
+# Buckets of user ids, each one advisory lock: enough that two batches rarely share one, few enough that a
+# batch of thousands (a replay) holds at most this many locks in PostgreSQL's shared lock table.
+_LOCK_BUCKETS = 256
+
+
+def lock_keys(writes: Iterable[str], deletions: Iterable[str]) -> list[int]:
+    """The locks WRITE_BATCH takes for these users, in the one order every writer takes them (sorted): one
+    per bucket of the id's CRC-32, `2 * bucket + 1` (exclusive) for a bucket holding a deleted user, else
+    `2 * bucket` (shared). Every instance must compute them alike: that is what makes a write and a
+    deletion of one user wait for each other."""
+    keys = {zlib.crc32(user_id.encode()) % _LOCK_BUCKETS * 2 for user_id in writes}
+    for user_id in deletions:
+        key = zlib.crc32(user_id.encode()) % _LOCK_BUCKETS * 2
+        keys.discard(key)
+        keys.add(key + 1)
+    return sorted(keys)
 
 
 # WRITE_BATCH's inbox rows: field names are the columns jsonb_to_recordset reads. `erase` is left out
