@@ -57,6 +57,12 @@ from bench.wrk import WrkMissing, find_wrk
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.workers < 1:
+        print("bench: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.profile and args.workers > 1:
+        print("bench: --profile records one process: use it with --workers 1", file=sys.stderr)
+        return 2
     try:
         find_wrk()
     except WrkMissing as exc:
@@ -91,20 +97,20 @@ def run(args: argparse.Namespace, plan: Plan, server_url: str) -> int:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sync-bench-")))
-        running = stack.enter_context(apps.started(server_url, tmp, args.service_env))
+        running = stack.enter_context(apps.started(server_url, tmp, args.service_env, args.workers))
         if args.keep_logs:
             stack.callback(apps.copy_logs, tmp, args.keep_logs)
         session = Session(
             plan, running, tmp, threads=max(1, min(args.threads, 2, procfs.core_count()[1])),
-            connections=args.connections, profile_dir=args.profile,
+            connections=args.connections, profile_dir=args.profile, workers=args.workers,
         )  # fmt: skip
 
         noop_post.run(session)
         ingested = ingest.run(session)
         per_request.run(session)
         reads.run(session, ingested.surviving())
-        session.rss["peak"] = procfs.status_kib(running.service.pid, "VmHWM")
-        session.rss["noop_peak"] = procfs.status_kib(running.noop.pid, "VmHWM")
+        session.rss["peak"] = procfs.family_status_kib(running.service.pid, "VmHWM")
+        session.rss["noop_peak"] = procfs.family_status_kib(running.noop.pid, "VmHWM")
         log("checking the database")
         session.checks += ingested.check(running.database_url)
         if args.ingest_at:
@@ -150,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
         help="an extra environment variable for the service (to compare settings)",
     )  # fmt: skip
     parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy the service logs there")
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="uvicorn worker processes of every app (the service, the no-op app, the per-request\n"
+        "receiver); CPU and memory are then the sum over each app's processes",
+    )  # fmt: skip
     return parser
 
 

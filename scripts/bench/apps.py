@@ -45,9 +45,9 @@ class Apps:
 
 
 @contextlib.contextmanager
-def started(server_url: str, tmp: Path, overrides: Sequence[str]) -> Iterator[Apps]:
+def started(server_url: str, tmp: Path, overrides: Sequence[str], workers: int = 1) -> Iterator[Apps]:
     """Every app up and migrated (stopped, and the databases dropped, on exit); `overrides`: NAME=VALUE
-    settings for the service (--service-env)."""
+    settings for the service (--service-env); `workers`: uvicorn worker processes of each app."""
     with contextlib.ExitStack() as stack:
         log(f"throwaway database on {redacted(server_url)}")
         db_url = stack.enter_context(throwaway_database(server_url))
@@ -64,23 +64,25 @@ def started(server_url: str, tmp: Path, overrides: Sequence[str]) -> Iterator[Ap
         )  # fmt: skip
         issuer = stack.enter_context(Issuer())
         noop_port, service_port, baseline_port = free_port(), free_port(), free_port()
+        processes = ["--workers", str(workers)]
         noop = stack.enter_context(
             running(
-                [sys.executable, "-m", NOOP_APP, "--port", str(noop_port)],
+                [sys.executable, "-m", NOOP_APP, "--port", str(noop_port), *processes],
                 env=clean_env({"PYTHONPATH": str(SCRIPTS)}), cwd=tmp, log_path=tmp / "noop.log",
                 ready_url=f"http://{HOST}:{noop_port}/users/me", name="no-op app",
             )
         )  # fmt: skip
+        serve = ["serve", "--no-migrate", "--host", HOST, "--port", str(service_port), *processes]
         service = stack.enter_context(
             running(
-                [*cli, "serve", "--no-migrate", "--host", HOST, "--port", str(service_port)],
+                [*cli, *serve],
                 env=_service_env(db_url, issuer.env(), overrides), cwd=tmp, log_path=tmp / "service.log",
                 ready_url=f"http://{HOST}:{service_port}/health/ready", name="service",
             )
         )  # fmt: skip
         baseline = stack.enter_context(
             running(
-                [sys.executable, "-m", PER_REQUEST_APP, "--port", str(baseline_port)],
+                [sys.executable, "-m", PER_REQUEST_APP, "--port", str(baseline_port), *processes],
                 env=clean_env(
                     {"DATABASE_URL": baseline_db, "WEBHOOK_SECRET": SECRET, "PYTHONPATH": str(SCRIPTS)}
                 ),

@@ -30,7 +30,7 @@ def measure(
     """wrk with the requests in `prefix.N` (see wrk.run_wrk for `mode`) at `connections` (the run's by
     default); the figures are kept in `session.figures[name]` and returned."""
     log(f"{name}: {'up to ' if mode == 'once' else ''}{seconds:g} s")
-    app_before, pg_before = procfs.cpu_seconds(app.pid), procfs.postgres_cpu()
+    app_before, pg_before = procfs.family_cpu_seconds(app.pid), procfs.postgres_cpu()
     busy_before = procfs.machine_busy_seconds()
     wall = time.monotonic()
     result = run_wrk(
@@ -41,7 +41,8 @@ def measure(
     postgres, postgres_all = procfs.postgres_cpu_between(
         pg_before, procfs.postgres_cpu(), session.apps.databases
     )
-    used = {"app": procfs.cpu_seconds(app.pid) - app_before, "postgres": postgres, "wrk": result.wrk_cpu_s}
+    app_used = procfs.family_cpu_seconds(app.pid) - app_before
+    used = {"app": app_used, "postgres": postgres, "wrk": result.wrk_cpu_s}
     # Everything else that ran meanwhile (other work on the machine skews the figures: look here).
     used["other"] = max(0.0, procfs.machine_busy_seconds() - busy_before - sum(used.values()))
     used["postgres_all"] = postgres_all

@@ -72,24 +72,27 @@ def create_app() -> Litestar:
     )
 
 
-def serve(app: Litestar, description: str) -> None:
-    """Serve `app` on `--host`/`--port` exactly as `sync-service serve` serves the service: one worker,
-    its HTTP protocol class and concurrency limit, WARNING and up logged, uvicorn's access log off."""
+def serve(factory: str, description: str) -> None:
+    """Serve the app `factory` makes ("module:function") on `--host`/`--port` exactly as `sync-service
+    serve` serves the service: `--workers` processes (one by default), its HTTP protocol class and
+    concurrency limit, WARNING and up logged, uvicorn's access log off."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True
     uvicorn.run(
-        app, host=args.host, port=args.port, log_config=None, server_header=False,
-        timeout_graceful_shutdown=30, http="sync_service.http_protocol:DeadlineHttpToolsProtocol",
+        factory, factory=True, workers=args.workers, host=args.host, port=args.port, log_config=None,
+        server_header=False, timeout_graceful_shutdown=30,
+        http="sync_service.http_protocol:DeadlineHttpToolsProtocol",
         limit_concurrency=1000,  # `sync-service serve`'s default --limit-concurrency
     )  # fmt: skip
 
 
 def main() -> None:
-    serve(create_app(), __doc__.splitlines()[0])
+    serve("bench.noop_app:create_app", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

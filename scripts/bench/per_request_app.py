@@ -96,7 +96,7 @@ def create_app() -> Litestar:
 
 
 def main() -> None:
-    serve(create_app(), __doc__.splitlines()[0])
+    serve("bench.per_request_app:create_app", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

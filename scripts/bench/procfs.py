@@ -27,6 +27,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and its live descendants: an app started with several uvicorn workers is a supervisor and
+    its worker processes."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending.extend(children.get(current, ()))
+    return found
+
+
+def family_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of `pid` and its live descendants (see `family`)."""
+    return sum(cpu_seconds(member) for member in family(pid))
+
+
+def family_status_kib(pid: int, field: str) -> int:
+    """`status_kib` summed over `pid` and its live descendants (for VmHWM, the sum of their peaks)."""
+    return sum(status_kib(member, field) for member in family(pid))
+
+
 @dataclass(frozen=True, slots=True)
 class PostgresCpu:
     """One reading of PostgreSQL's CPU time so far."""

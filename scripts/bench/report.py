@@ -47,6 +47,7 @@ def render(session: Session, *, quick: bool, elapsed: float, ingest_at: int | No
     out.append(
         f"sync-service benchmark{' (--quick)' if quick else ''}: {cores} cores "
         f"({usable} usable), {platform.python_implementation()} {platform.python_version()}, "
+        f"{session.workers} uvicorn worker(s) per app, "
         f"wrk {session.threads} thread(s) x {session.connections} connections, loopback, nothing pinned; "
         f"run took {elapsed:.0f} s"
     )

@@ -56,6 +56,7 @@ class Session:
     threads: int  # wrk's
     connections: int  # wrk's, unless a phase says otherwise
     profile_dir: Path | None  # --profile
+    workers: int  # uvicorn worker processes of each app (--workers)
     figures: dict[str, Figures] = field(default_factory=dict)  # by phase, in the order measured
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

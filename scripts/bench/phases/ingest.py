@@ -65,7 +65,7 @@ def run(session: Session) -> Ingested:
             session, name, stream.events(count, delete_share=delete_share), profile=name == INGEST
         )
         ingested += sent
-        session.rss[name] = procfs.status_kib(session.apps.service.pid, "VmRSS")
+        session.rss[name] = procfs.family_status_kib(session.apps.service.pid, "VmRSS")
     return ingested
 
 
