@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import resource
-import secrets
 import subprocess
 import sys
 import time
@@ -29,7 +28,8 @@ from urllib.parse import urlsplit
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_replay import LOOPBACK, ROOT, SECRET, _BackendCpu, _migrate, _with_database
+from bench.database import database_name, throwaway_database
+from bench_replay import LOOPBACK, ROOT, SECRET, _BackendCpu, _migrate
 
 RUN_TIMEOUT = 900
 BETTER_AUTH_USER_TABLE = """
@@ -60,28 +60,23 @@ def main() -> int:
     if host not in LOOPBACK and not host.startswith("/"):
         parser.error(f"refusing a non-loopback PostgreSQL host {host!r}")
 
-    tag = secrets.token_hex(4)
-    source_name, ours_name = f"backfill_bench_ba_{tag}", f"backfill_bench_{tag}"
-    source_url, ours_url = _with_database(server, source_name), _with_database(server, ours_name)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{source_name}"')
-        conn.execute(f'CREATE DATABASE "{ours_name}"')
-    try:
+    with (
+        throwaway_database(server, "backfill_bench_ba") as source_url,
+        throwaway_database(server, "backfill_bench") as ours_url,
+    ):
         started = time.perf_counter()
         _fill_source(source_url, args.users)
         print(f"source: {args.users:,} users in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         env = {**os.environ, "DATABASE_URL": ours_url, "WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "WARNING"}
         _migrate(env)
         summary, wall, peak_rss_mb, backends = _backfill(
-            env, ["--better-auth-database-url", source_url, "--no-migrate", *args.backfill_args], ours_name
+            env,
+            ["--better-auth-database-url", source_url, "--no-migrate", *args.backfill_args],
+            database_name(ours_url),
         )
         with psycopg.connect(ours_url) as conn:
             row = conn.execute("SELECT count(*) FROM users").fetchone()
         arrived = row[0] if row else 0
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{source_name}" WITH (FORCE)')
-            conn.execute(f'DROP DATABASE IF EXISTS "{ours_name}" WITH (FORCE)')
 
     print(json.dumps(summary["outcomes"]), file=sys.stderr)
     users = summary["rows"]

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import resource
-import secrets
 import socket
 import subprocess
 import sys
@@ -32,9 +31,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
+from bench.database import database_name, throwaway_database
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # a throwaway key for the local service only
@@ -66,11 +66,8 @@ def main() -> int:
     if host not in LOOPBACK and not host.startswith("/"):
         parser.error(f"refusing a non-loopback PostgreSQL host {host!r}")
 
-    name = f"replay_bench_{secrets.token_hex(4)}"
-    database_url = _with_database(server, name)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with throwaway_database(server, "replay_bench") as database_url:
+        name = database_name(database_url)
         with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
             path = Path(tmp) / "events.jsonl"
             expected = _generate(path, args.events, args.update_share, random.Random(args.seed))
@@ -90,9 +87,6 @@ def main() -> int:
                 with _service(env) as base_url:
                     summary, wall = _replay(env, [str(path), "--url", base_url, *args.replay_args], name)
             _check(database_url, expected)
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     events = summary["events"]
     print(json.dumps(summary["outcomes"]), file=sys.stderr)
@@ -265,11 +259,6 @@ def _check(database_url: str, expected: dict[str, tuple[str, str]]) -> None:
             f"rows differ from the events: {wrong:,} users wrong, {len(actual):,} rows for {len(expected):,}"
         )
     print(f"checked: {len(actual):,} users rows match the newest event of each user", file=sys.stderr)
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
 
 
 if __name__ == "__main__":

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 from bench.progress import log
+from tests.helpers.databases import fresh_database
 
 
 @contextlib.contextmanager
-def throwaway_database(server_url: str) -> Iterator[str]:
-    name = f"sync_bench_{secrets.token_hex(4)}"
-    admin = with_database(server_url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(server_url, name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        log(f"dropped database {name}")
+def throwaway_database(server_url: str, prefix: str = "sync_bench") -> Iterator[str]:
+    """A fresh database on the server, `prefix`_<random>, dropped (and said so) at the end."""
+    with fresh_database(server_url, prefix) as url:
+        try:
+            yield url
+        finally:
+            log(f"dropping database {database_name(url)}")
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
 
 
 def inbox_transactions(url: str) -> int:

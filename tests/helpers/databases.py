@@ -19,9 +19,10 @@ def with_database(url: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """An empty database (no migrations applied), dropped afterwards."""
-    name = f"sync_service_extra_{secrets.token_hex(4)}"
+def fresh_database(server_url: str, prefix: str = "sync_service_extra") -> Iterator[str]:
+    """An empty database (no migrations applied) named `prefix`_<random>, dropped afterwards (its
+    connections closed by force). The tests' and the benchmarks' one way to make one."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = with_database(server_url, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -4,14 +4,13 @@ bounded hypothesis settings every property test here uses."""
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 
 from sync_service.ops import migrations
+from tests.helpers.databases import fresh_database
 from tests.helpers.support import SECRET, SECRET_2, make_settings
 from tests.reliability.log_capture import collector
 from tests.reliability.own_postgres import OwnPostgres, own_postgres
@@ -56,15 +55,9 @@ def faulty_postgres() -> Iterator[OwnPostgres]:
 @pytest.fixture
 def faulty_database_url(faulty_postgres: OwnPostgres) -> Iterator[str]:
     """A fresh, migrated database on the test's own server."""
-    name = f"faults_{secrets.token_hex(4)}"
-    admin = faulty_postgres.url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin.rsplit("/", 1)[0] + f"/{name}"
-    migrations.apply(make_settings(url).database.yoyo_url)  # type: ignore[union-attr]
-    try:
-        yield url
-    finally:
-        faulty_postgres.start_if_stopped()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(faulty_postgres.url, "faults") as url:
+        migrations.apply(make_settings(url).database.yoyo_url)  # type: ignore[union-attr]
+        try:
+            yield url
+        finally:
+            faulty_postgres.start_if_stopped()  # the test may have left it stopped: it drops the database
