@@ -45,12 +45,6 @@ def server_settings(url: str) -> str:
     return f"{version} (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
 
 
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    scheme = "postgresql" if parts.scheme.startswith("postgres") else parts.scheme
-    return urlunsplit((scheme, parts.netloc, f"/{name}", parts.query, ""))
-
-
 def redacted(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
